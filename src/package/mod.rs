@@ -1,0 +1,162 @@
+/*!
+The Qt Application Manager package format (`.ampkg`): reading and verifying, creating, and
+signing packages bit-compatibly with the real `appman-packager` (see `shared/FORMAT.md`).
+
+`reader` verifies a package while it streams and keeps only its metadata; `writer` creates
+packages and adds signature footers; `signature` does the PKCS#7 work. Every rejection is a
+`PackageError` whose message names what is wrong, so the server can show it to the uploader.
+*/
+
+pub mod arch;
+pub mod digest;
+pub mod gzip;
+pub mod manifest;
+pub mod qdatastream;
+pub mod reader;
+pub mod signature;
+pub mod writer;
+
+use crate::yaml::Node;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+
+pub use reader::read_package;
+
+/// Name of the first archive entry.
+pub const HEADER_ENTRY: &str = "--PACKAGE-HEADER--";
+/// Name of the last archive entries.
+pub const FOOTER_ENTRY: &str = "--PACKAGE-FOOTER--";
+
+/// Everything the server needs to know about a verified package.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackageInfo {
+    pub id: String,
+    /// `None` for platform independent packages.
+    pub architecture: Option<String>,
+    pub names: BTreeMap<String, String>,
+    pub descriptions: BTreeMap<String, String>,
+    /// `None` when `info.yaml` has no version.
+    pub version: Option<String>,
+    pub categories: Vec<String>,
+    pub icon: Option<Vec<u8>>,
+    pub disk_space_used: u64,
+    pub extra: Option<Node>,
+    pub extra_signed: Option<Node>,
+    pub digest: [u8; 32],
+    pub developer_signature: Option<Vec<u8>>,
+    pub store_signature: Option<Vec<u8>>,
+    /// SHA-1 of the whole package file as read.
+    pub sha1: [u8; 20],
+    /// Size of the whole package file as read.
+    pub file_size: u64,
+}
+
+impl PackageInfo {
+    /// The architecture as stored in file names: `all` for platform independent packages.
+    pub fn architecture_name(&self) -> &str {
+        self.architecture.as_deref().unwrap_or("all")
+    }
+
+    /// The digest as lower-case hex.
+    pub fn digest_hex(&self) -> String {
+        digest::to_hex(&self.digest)
+    }
+}
+
+/// Resource limits for reading a package; every one of them is controlled by untrusted input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum size of the package file (compressed), in bytes.
+    pub max_package_size: u64,
+    /// Maximum sum of all entry sizes (uncompressed), in bytes.
+    pub max_uncompressed_size: u64,
+    /// Maximum number of archive entries.
+    pub max_entries: u64,
+    /// Maximum size of each metadata entry: header, footer, `info.yaml` and icon, in bytes.
+    pub max_metadata_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_package_size: 1 << 30,
+            max_uncompressed_size: 2 << 30,
+            max_entries: 10_000,
+            max_metadata_size: 4 << 20,
+        }
+    }
+}
+
+/// Why a package could not be read, created or signed.
+#[derive(Debug)]
+pub enum PackageError {
+    /// The package is not valid.
+    Invalid(String),
+    /// The package exceeds one of the configured `Limits`.
+    Limit(String),
+    /// A file could not be read or written (not the package's fault).
+    Io(String, io::Error),
+    /// Signing or verifying failed.
+    Signature(signature::SignatureError),
+}
+
+impl PackageError {
+    pub(crate) fn invalid(message: impl Into<String>) -> PackageError {
+        PackageError::Invalid(message.into())
+    }
+
+    pub(crate) fn io(context: impl Into<String>, error: io::Error) -> PackageError {
+        PackageError::Io(context.into(), error)
+    }
+}
+
+impl fmt::Display for PackageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackageError::Invalid(message) | PackageError::Limit(message) => f.write_str(message),
+            PackageError::Io(context, error) => write!(f, "{context}: {error}"),
+            PackageError::Signature(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for PackageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PackageError::Io(_, error) => Some(error),
+            PackageError::Signature(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<signature::SignatureError> for PackageError {
+    fn from(error: signature::SignatureError) -> Self {
+        PackageError::Signature(error)
+    }
+}
+
+/// Check a package id: 1..150 printable ASCII characters, none of `<>:"/\|?*`, not only spaces.
+pub fn validate_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > 150 {
+        return Err(format!(
+            "invalid package id '{id}': must be 1 to 150 characters long"
+        ));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(' '..='~').contains(c) || "<>:\"/\\|?*".contains(*c))
+    {
+        return Err(format!(
+            "invalid package id '{id}': must not contain '{}'",
+            c.escape_default()
+        ));
+    }
+    if id.trim_start_matches(' ').is_empty() {
+        return Err(format!(
+            "invalid package id '{id}': must not be only spaces"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,193 @@
+/*!
+Developer and store signatures: detached PKCS#7 (SHA-256) over a short ASCII text.
+
+The signed text is the base64 of the raw digest, or for a store signature bound to a device the
+base64 of `HMAC-SHA256(key = hardware id, message = digest)`. Verification trusts only the given
+CA files and does not use certificates embedded in the signature as intermediates
+(`PKCS7_NOCHAIN`), exactly as the device does; so an intermediate CA must be configured too.
+*/
+
+use openssl::hash::MessageDigest;
+use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkcs12::Pkcs12;
+use openssl::pkey::{PKey, Private};
+use openssl::sign::Signer as HmacSigner;
+use openssl::stack::Stack;
+use openssl::x509::X509;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
+use std::fmt;
+use std::path::Path;
+
+/// Why signing or verifying failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignatureError {
+    /// A certificate or key file could not be used (named in the message).
+    Setup(String),
+    /// The signature is not valid (the reason from OpenSSL).
+    Invalid(String),
+    /// Creating a signature failed.
+    Signing(String),
+}
+
+impl fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SignatureError::Setup(m) | SignatureError::Invalid(m) | SignatureError::Signing(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl std::error::Error for SignatureError {}
+
+/// The text a developer signature (or a store signature without hardware id) signs.
+pub fn digest_content(digest: &[u8; 32]) -> String {
+    openssl::base64::encode_block(digest)
+}
+
+/// The text a store signature signs: bound to `hardware_id` unless it is empty.
+pub fn store_content(digest: &[u8; 32], hardware_id: &str) -> Result<String, SignatureError> {
+    if hardware_id.is_empty() {
+        return Ok(digest_content(digest));
+    }
+    let hmac = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+        let key = PKey::hmac(hardware_id.as_bytes())?;
+        let mut signer = HmacSigner::new(MessageDigest::sha256(), &key)?;
+        signer.update(digest)?;
+        signer.sign_to_vec()
+    };
+    hmac()
+        .map(|mac| openssl::base64::encode_block(&mac))
+        .map_err(|e| SignatureError::Signing(format!("could not compute the HMAC: {e}")))
+}
+
+/// A signing identity loaded from a PKCS#12 file.
+pub struct SigningKey {
+    certificate: X509,
+    key: PKey<Private>,
+    chain: Stack<X509>,
+}
+
+impl SigningKey {
+    /// Load `path` with `password`; errors name the file.
+    pub fn from_pkcs12_file(path: &Path, password: &str) -> Result<SigningKey, SignatureError> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            SignatureError::Setup(format!(
+                "could not read certificate file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Self::from_pkcs12(&bytes, password)
+            .map_err(|e| SignatureError::Setup(format!("{}: {e}", path.display())))
+    }
+
+    /// Load a PKCS#12 blob.
+    pub fn from_pkcs12(bytes: &[u8], password: &str) -> Result<SigningKey, String> {
+        let parsed = Pkcs12::from_der(bytes)
+            .map_err(|_| "not a PKCS#12 file".to_string())?
+            .parse2(password)
+            .map_err(|_| "could not open the PKCS#12 file (wrong password?)".to_string())?;
+        let certificate = parsed.cert.ok_or("the PKCS#12 file holds no certificate")?;
+        let key = parsed.pkey.ok_or("the PKCS#12 file holds no private key")?;
+        let chain = match parsed.ca {
+            Some(ca) => ca,
+            None => Stack::new().map_err(|e| e.to_string())?,
+        };
+        Ok(SigningKey {
+            certificate,
+            key,
+            chain,
+        })
+    }
+
+    /// A DER PKCS#7 detached signature over `content`.
+    pub fn sign(&self, content: &[u8]) -> Result<Vec<u8>, SignatureError> {
+        Pkcs7::sign(
+            &self.certificate,
+            &self.key,
+            &self.chain,
+            content,
+            Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY,
+        )
+        .and_then(|p| p.to_der())
+        .map_err(|e| SignatureError::Signing(format!("could not create the signature: {e}")))
+    }
+}
+
+/// The trust anchors for verifying signatures.
+pub struct TrustStore {
+    store: X509Store,
+}
+
+impl TrustStore {
+    /// Load CA certificates from PEM (several per file allowed) or DER files; errors name the file.
+    pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<TrustStore, SignatureError> {
+        let mut builder =
+            X509StoreBuilder::new().map_err(|e| SignatureError::Setup(e.to_string()))?;
+        for path in paths {
+            let path = path.as_ref();
+            let bytes = std::fs::read(path).map_err(|e| {
+                SignatureError::Setup(format!(
+                    "could not read CA certificate file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let certificates = X509::stack_from_pem(&bytes)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .or_else(|| X509::from_der(&bytes).ok().map(|c| vec![c]))
+                .ok_or_else(|| {
+                    SignatureError::Setup(format!(
+                        "CA certificate file {} holds no certificate",
+                        path.display()
+                    ))
+                })?;
+            for certificate in certificates {
+                builder.add_cert(certificate).map_err(|e| {
+                    SignatureError::Setup(format!(
+                        "could not add a certificate from {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        Ok(TrustStore {
+            store: builder.build(),
+        })
+    }
+
+    /// Check a DER PKCS#7 detached `signature` over `content`.
+    pub fn verify(&self, signature: &[u8], content: &[u8]) -> Result<(), SignatureError> {
+        let pkcs7 = Pkcs7::from_der(signature)
+            .map_err(|_| SignatureError::Invalid("the signature is no PKCS#7 structure".into()))?;
+        let none = Stack::new().map_err(|e| SignatureError::Invalid(e.to_string()))?;
+        pkcs7
+            .verify(
+                &none,
+                &self.store,
+                Some(content),
+                None,
+                Pkcs7Flags::NOCHAIN | Pkcs7Flags::BINARY,
+            )
+            .map_err(|e| SignatureError::Invalid(openssl_reason(&e)))
+    }
+}
+
+/// The most telling part of an OpenSSL error stack, e.g. "certificate verify error".
+fn openssl_reason(stack: &openssl::error::ErrorStack) -> String {
+    let reasons: Vec<String> = stack
+        .errors()
+        .iter()
+        .map(|e| match (e.reason(), e.data()) {
+            (Some(r), Some(d)) => format!("{r}: {d}"),
+            (Some(r), None) => r.to_string(),
+            _ => e.to_string(),
+        })
+        .collect();
+    if reasons.is_empty() {
+        "verification failed".to_string()
+    } else {
+        reasons.join("; ")
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: one test binary (as ripgrep does), one module per area.
+
+mod util;
+
+mod vectors;
