@@ -349,6 +349,31 @@ fn looks_like_float(text: &str) -> bool {
     i == b.len()
 }
 
+/// The tree as JSON, with scalars typed as Qt types them.
+pub fn to_json(node: &Node) -> serde_json::Value {
+    use serde_json::Value;
+    match node {
+        Node::Map(entries) => Value::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), to_json(v)))
+                .collect(),
+        ),
+        Node::List(items) => Value::Array(items.iter().map(to_json).collect()),
+        Node::Scalar { .. } => match node.qt_value() {
+            None | Some(QtValue::Null) => Value::Null,
+            Some(QtValue::Bool(b)) => Value::Bool(b),
+            Some(QtValue::Int(v)) => v.into(),
+            Some(QtValue::LongLong(v)) => v.into(),
+            Some(QtValue::ULongLong(v)) => v.into(),
+            Some(QtValue::Double(v)) => serde_json::Number::from_f64(v)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            Some(QtValue::String(s)) => Value::String(s.to_string()),
+        },
+    }
+}
+
 /// Quote a string for YAML the way Qt's emitter does: single quotes when it is printable ASCII,
 /// double quotes with escapes otherwise.
 pub fn quote(text: &str) -> String {
@@ -373,12 +398,13 @@ pub fn quote(text: &str) -> String {
 }
 
 /// Write `node` as the value of a block map entry whose key is already written at `indent`.
-/// Scalars keep their style: plain ones stay plain, others are quoted.
+/// Scalars are written normalised by their Qt type, as Qt's emitter does: integers in decimal,
+/// `true`/`false`, `~`, and every string quoted, so that any reader types them alike.
 pub fn emit_value(out: &mut String, node: &Node, indent: usize) {
     match node {
-        Node::Scalar { text, plain } => {
+        Node::Scalar { .. } => {
             out.push(' ');
-            out.push_str(&emit_scalar(text, *plain));
+            out.push_str(&emit_scalar(node));
             out.push('\n');
         }
         Node::List(items) if items.is_empty() => out.push_str(" []\n"),
@@ -406,8 +432,9 @@ pub fn emit_map_entries(out: &mut String, entries: &[(String, Node)], indent: us
     }
 }
 
+/// A list item at `indent` (Qt puts a map's list items at the key's indentation).
 fn emit_list_item(out: &mut String, item: &Node, indent: usize) {
-    out.push_str(&" ".repeat(indent + 2));
+    out.push_str(&" ".repeat(indent));
     out.push('-');
     match item {
         Node::List(items) if !items.is_empty() => {
@@ -429,27 +456,41 @@ fn emit_key(key: &str) -> String {
     if simple { key.to_string() } else { quote(key) }
 }
 
-fn emit_scalar(text: &str, plain: bool) -> String {
-    if plain && !needs_quoting_when_plain(text) {
-        text.to_string()
-    } else if plain && text.is_empty() {
-        "~".to_string()
-    } else {
-        quote(text)
+fn emit_scalar(node: &Node) -> String {
+    match node.qt_value() {
+        None | Some(QtValue::Null) => "~".to_string(),
+        Some(QtValue::Bool(b)) => b.to_string(),
+        Some(QtValue::Int(v)) => v.to_string(),
+        Some(QtValue::LongLong(v)) => v.to_string(),
+        Some(QtValue::ULongLong(v)) => v.to_string(),
+        Some(QtValue::Double(v)) => emit_double(v),
+        Some(QtValue::String(s)) => quote(s),
     }
 }
 
-/// A plain scalar that YAML would read differently if written as is.
-fn needs_quoting_when_plain(text: &str) -> bool {
-    text.is_empty()
-        || text.starts_with([
-            ' ', '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"',
-            '%', '@', '`',
-        ])
-        || text.ends_with(' ')
-        || text.contains(": ")
-        || text.contains(" #")
-        || text.chars().any(|c| c.is_control())
+/// A double in a form Qt's float pattern reads back: always with a `.`, exponent signed.
+fn emit_double(v: f64) -> String {
+    if v.is_nan() {
+        return ".nan".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { ".inf" } else { "-.inf" }.into();
+    }
+    let text = format!("{v:?}");
+    let (mantissa, exponent) = match text.split_once('e') {
+        Some((m, e)) => (m.to_string(), Some(e.to_string())),
+        None => (text, None),
+    };
+    let mantissa = if mantissa.contains('.') {
+        mantissa
+    } else {
+        format!("{mantissa}.0")
+    };
+    match exponent {
+        Some(e) if e.starts_with('-') => format!("{mantissa}e{e}"),
+        Some(e) => format!("{mantissa}e+{e}"),
+        None => mantissa,
+    }
 }
 
 #[cfg(test)]
@@ -543,18 +584,16 @@ mod tests {
     }
 
     #[test]
-    fn emitted_yaml_reads_back_identically() {
-        let source = "m:\n  plain: 017\n  s: 'it''s'\n  u: \"Grüße\"\n  l: [1, 'a', [x], {}]\n  e: []\n  n: ~\n  \"Ä\": {deep: {x: 1}}\n";
+    fn emitted_yaml_reads_back_with_the_same_qt_types() {
+        let source = "m:\n  plain: 017\n  s: 'it''s'\n  u: \"Grüße\\t\"\n  l: [1, 'a', [x, [y]], {k: v}, 1e+20, 1.5e-7, 2.0e+300]\n  e: []\n  n: ~\n  \"Ä\": {deep: {x: yes}}\n  '1': one\n";
         let node = parse_one(source);
+        let Node::Map(entries) = &node else {
+            unreachable!()
+        };
         let mut out = String::new();
-        emit_map_entries(
-            &mut out,
-            match &node {
-                Node::Map(e) => e,
-                _ => unreachable!(),
-            },
-            0,
-        );
-        assert_eq!(parse_one(&out), node, "{out}");
+        emit_map_entries(&mut out, entries, 0);
+        assert_eq!(to_json(&parse_one(&out)), to_json(&node), "{out}");
+        assert!(out.contains("plain: 15\n"), "{out}");
+        assert!(out.contains("'1e+20'"), "{out}");
     }
 }

@@ -131,6 +131,13 @@ impl std::error::Error for PackageError {
     }
 }
 
+/// For writing outputs through `fsutil::write_atomically`.
+impl From<io::Error> for PackageError {
+    fn from(error: io::Error) -> Self {
+        PackageError::Io("could not write the output file".into(), error)
+    }
+}
+
 impl From<signature::SignatureError> for PackageError {
     fn from(error: signature::SignatureError) -> Self {
         PackageError::Signature(error)
