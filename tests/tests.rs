@@ -3,4 +3,6 @@
 mod util;
 
 mod packager;
+mod readme;
+mod server;
 mod vectors;

@@ -206,3 +206,347 @@ pub fn create(dir: &Path, name: &str, source: &Path, extra: &[&str]) -> PathBuf 
     );
     out
 }
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long tests wait for something the server should do within a second or two.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The console output of a running server, collected by a reader thread.
+#[derive(Default)]
+pub struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    /// Wait until `check` holds for the lines seen so far (or the output ended).
+    pub fn wait_for(&self, what: &str, check: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + PATIENCE;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if check(&guard.0) {
+                return guard.0.clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline && !guard.1,
+                "timed out waiting for {what}; output:\n{}",
+                guard.0.join("\n")
+            );
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Wait for a line equal to `line`, counting from line `from`.
+    pub fn wait_for_line(&self, line: &str, from: usize) -> Vec<String> {
+        self.wait_for(line, |l| l.iter().skip(from).any(|x| x == line))
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.lines.lock().unwrap().0.clone()
+    }
+}
+
+/// A running `appman-package-server` on a data directory, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub data: PathBuf,
+    pub lines: Arc<Lines>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+/// A finished HTTP exchange.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Server {
+    /// Start on `data` with `--la 127.0.0.1:0` and `args`; returns once it listens.
+    pub fn start(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Server {
+        Server::spawn(data, args, true)
+    }
+
+    /// Start without waiting for it to listen (for start-up failures).
+    pub fn start_failing(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Server {
+        Server::spawn(data, args, false)
+    }
+
+    /// Start without adding `--dd`/`--la`, in `cwd`.
+    pub fn spawn_in(cwd: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        command
+            .current_dir(cwd)
+            .args(args.iter().map(|a| a.as_ref()));
+        Server::launch(command, cwd)
+    }
+
+    fn spawn(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], wait: bool) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        command.arg("--dd").arg(data).arg("--la").arg("127.0.0.1:0");
+        command.args(args.iter().map(|a| a.as_ref()));
+        let mut server = Server::launch(command, data);
+        if wait {
+            server.wait_until_listening();
+        }
+        server
+    }
+
+    fn launch(mut command: Command, data: &Path) -> Server {
+        command
+            .env_remove("AM_FORCE_COLOR_OUTPUT")
+            .env_remove("NO_COLOR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let lines = Arc::new(Lines::default());
+        let stdout = child.stdout.take().unwrap();
+        let collector = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut guard = collector.lines.lock().unwrap();
+                guard.0.push(line);
+                collector.changed.notify_all();
+            }
+            collector.lines.lock().unwrap().1 = true;
+            collector.changed.notify_all();
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = Some(std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        }));
+        Server {
+            child,
+            port: 0,
+            data: data.to_path_buf(),
+            lines,
+            stderr,
+        }
+    }
+
+    /// Wait for the `> HTTP server listening on:` line and take the port from it.
+    pub fn wait_until_listening(&mut self) {
+        const PREFIX: &str = "> HTTP server listening on: ";
+        let lines = self.lines.wait_for("the listening line", |l| {
+            l.iter().any(|x| x.starts_with(PREFIX))
+        });
+        let line = lines.iter().find(|x| x.starts_with(PREFIX)).unwrap();
+        self.port = line.rsplit(':').next().unwrap().parse().unwrap();
+    }
+
+    /// Wait for the process to end; its exit code and stderr.
+    pub fn wait_exit(mut self) -> (i32, String) {
+        let code = self.child.wait().unwrap().code().unwrap_or(-1);
+        let stderr = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default();
+        (code, stderr)
+    }
+
+    pub fn signal(&self, signal: i32) {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        http(self.port, method, target, headers, body)
+    }
+
+    pub fn get(&self, target: &str) -> HttpResponse {
+        self.request("GET", target, &[], b"")
+    }
+
+    pub fn post_form(&self, target: &str, form: &str) -> HttpResponse {
+        self.request(
+            "POST",
+            target,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            form.as_bytes(),
+        )
+    }
+
+    pub fn upload(&self, package: &Path) -> serde_json::Value {
+        let body = std::fs::read(package).unwrap();
+        let response = self.request("PUT", "/package/upload", &[], &body);
+        assert_eq!(response.status, 200);
+        response.json()
+    }
+
+    pub fn list(&self, query: &str) -> serde_json::Value {
+        self.get(&format!("/package/list{query}")).json()
+    }
+
+    /// Files in a folder of the data directory, sorted by name.
+    pub fn files(&self, folder: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.data.join(folder))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request on a new connection.
+pub fn http(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut head = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
+pub fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(": ")
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    let body = raw[split + 4..].to_vec();
+    let response = HttpResponse {
+        status,
+        headers,
+        body,
+    };
+    if let Some(length) = response.header("Content-Length") {
+        assert_eq!(
+            response.body.len(),
+            length.parse::<usize>().unwrap(),
+            "body shorter than Content-Length"
+        );
+    }
+    response
+}
+
+/// A path in the shared vectors (call only after `vectors()` returned `Some`).
+pub fn vector(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+/// A minimal ELF header of a 64-bit x86-64 (or other `machine`) Linux binary.
+pub fn elf_header(machine: u16) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..4].copy_from_slice(b"\x7fELF");
+    f[4] = 2;
+    f[5] = 1;
+    f[6] = 1;
+    f[0x10] = 2;
+    f[0x12..0x14].copy_from_slice(&machine.to_le_bytes());
+    f[0x14] = 1;
+    f
+}
+
+/// Make a package source in `dir/<id>-<n>/` and build it with our packager into `dir`.
+/// `binary`, when given, is stored as `bin/app` and decides the architecture.
+pub fn make_package(
+    dir: &Path,
+    id: &str,
+    names: &[(&str, &str)],
+    categories: &[&str],
+    version: &str,
+    binary: Option<&[u8]>,
+) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let source = dir.join(format!("{id}-src-{n}"));
+    std::fs::create_dir_all(source.join("bin")).unwrap();
+    std::fs::copy(sample_source().join("icon.png"), source.join("icon.png")).unwrap();
+    let names: String = names
+        .iter()
+        .map(|(l, t)| format!("  {l}: '{t}'\n"))
+        .collect();
+    let categories: Vec<String> = categories.iter().map(|c| format!("'{c}'")).collect();
+    std::fs::write(
+        source.join("info.yaml"),
+        format!(
+            "formatVersion: 1\nformatType: am-package\n---\nid: '{id}'\nicon: 'icon.png'\nname:\n{names}version: '{version}'\ncategories: [{}]\napplications:\n- id: '{id}'\n  runtime: 'native'\n  code: 'bin/app'\n",
+            categories.join(", ")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        source.join("bin/app"),
+        binary.unwrap_or(b"#!/bin/sh\necho hello\n"),
+    )
+    .unwrap();
+    create(dir, &format!("{id}-{n}.ampkg"), &source, &[])
+}

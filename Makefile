@@ -1,0 +1,40 @@
+# appman-package-server: build, run, test.
+CARGO ?= cargo
+DATA ?= data
+SAMPLE := io.example.hello
+
+.PHONY: build release run test fmt fmt-check lint clean
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+# Start the server on ./data (created on first run with a sample package made by our own
+# packager from testdata/sample), listening on localhost:8020.
+run: release
+	@if [ ! -d "$(DATA)" ]; then \
+		mkdir -p "$(DATA)/.packages" && \
+		target/release/appman-packager create-package "$(DATA)/.packages/$(SAMPLE)_all.ampkg" testdata/sample && \
+		echo "created $(DATA)/ with the sample package $(SAMPLE)"; \
+	fi
+	target/release/appman-package-server --dd "$(DATA)"
+
+# Everything CI runs: formatting, lints, and all tests.
+test: fmt-check lint
+	$(CARGO) test --all-targets
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \
+	else echo "NOTICE: rustfmt is not installed, formatting not checked"; fi
+
+lint:
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --all-targets -- -D warnings; \
+	else echo "NOTICE: clippy is not installed, lints not checked"; fi
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,582 @@
+/*!
+The server's configuration: command line (lexopt), `amps-config.yaml`, and their merge.
+
+Parsing happens in two steps, as in ripgrep: `parse_args` turns the command line into plain
+`Args` (only syntax errors, exit 1), then `Config::load` reads the data directory's config
+file, applies the command line over it and checks every value (start-up errors, exit 2).
+Certificates are loaded here too, so a wrong file or password stops the start, naming the file.
+*/
+
+use crate::package::Limits;
+use crate::package::signature::{SigningKey, TrustStore};
+use crate::yaml::{Node, YamlLimits, emit_map_entries, parse_documents};
+use lexopt::prelude::*;
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub const CONFIG_FILE: &str = "amps-config.yaml";
+pub const DEFAULT_LISTEN_ADDRESS: &str = "localhost:8020";
+pub const DEFAULT_PROJECT_ID: &str = "PROJECT";
+const DEFAULT_PORT: u16 = 8020;
+
+pub const USAGE: &str = "\
+Usage: appman-package-server [options]
+
+Qt ApplicationManager Package Server
+
+Options:
+  --dd, --data-directory <dir>  The data directory (default: the current directory, if it
+                                holds amps-config.yaml).
+  --la, --listen-address <addr> <ip>, 'any' or 'localhost', optionally with ':<port>'
+                                (default: localhost:8020; port 0 picks a free port).
+  --pi, --project-id <id>       The project id clients must send to /hello (default: PROJECT).
+  --sc <file>                   PKCS#12 certificate to store-sign downloads with.
+  --sp <password>               The password of the store-sign certificate.
+  --dc <file>                   CA certificate file to verify developer signatures on upload
+                                (repeatable).
+  --cc, --create-config         Write the effective configuration to amps-config.yaml in the
+                                data directory, then go on.
+  --max-package-size <bytes>    Largest package accepted (default: 1 GiB).
+  --max-uncompressed-size <bytes>
+                                Largest total content of a package (default: 2 GiB).
+  --max-entries <n>             Most archive entries in a package (default: 10000).
+  --max-metadata-size <bytes>   Largest header, footer, info.yaml or icon (default: 4 MiB).
+  -h, --help                    Show this help.
+  --version                     Show the version.
+";
+
+/// The command line, as given.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Args {
+    pub data_directory: Option<PathBuf>,
+    pub listen_address: Option<String>,
+    pub project_id: Option<String>,
+    pub store_sign_certificate: Option<PathBuf>,
+    pub store_sign_password: Option<String>,
+    pub developer_ca_certificates: Vec<PathBuf>,
+    pub create_config: bool,
+    pub limits: LimitArgs,
+}
+
+/// Limits given on the command line or in the config file.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LimitArgs {
+    pub max_package_size: Option<u64>,
+    pub max_uncompressed_size: Option<u64>,
+    pub max_entries: Option<u64>,
+    pub max_metadata_size: Option<u64>,
+}
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq)]
+pub enum Command {
+    Run(Box<Args>),
+    Help,
+    Version,
+}
+
+/// Parse the command line (without the program name). Errors are usage errors.
+pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut parser = lexopt::Parser::from_args(args);
+    let mut out = Args::default();
+    let e = |e: lexopt::Error| e.to_string();
+    while let Some(arg) = parser.next().map_err(e)? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Command::Help),
+            Long("version") => return Ok(Command::Version),
+            Long("dd" | "data-directory") => {
+                out.data_directory = Some(parser.value().map_err(e)?.into())
+            }
+            Long("la" | "listen-address") => {
+                out.listen_address = Some(text(parser.value().map_err(e)?)?)
+            }
+            Long("pi" | "project-id") => out.project_id = Some(text(parser.value().map_err(e)?)?),
+            Long("sc") => out.store_sign_certificate = Some(parser.value().map_err(e)?.into()),
+            Long("sp") => out.store_sign_password = Some(text(parser.value().map_err(e)?)?),
+            Long("dc") => out
+                .developer_ca_certificates
+                .push(parser.value().map_err(e)?.into()),
+            Long("cc" | "create-config") => out.create_config = true,
+            Long("max-package-size") => {
+                out.limits.max_package_size = Some(number(parser.value().map_err(e)?)?)
+            }
+            Long("max-uncompressed-size") => {
+                out.limits.max_uncompressed_size = Some(number(parser.value().map_err(e)?)?)
+            }
+            Long("max-entries") => {
+                out.limits.max_entries = Some(number(parser.value().map_err(e)?)?)
+            }
+            Long("max-metadata-size") => {
+                out.limits.max_metadata_size = Some(number(parser.value().map_err(e)?)?)
+            }
+            other => return Err(other.unexpected().to_string()),
+        }
+    }
+    Ok(Command::Run(Box::new(out)))
+}
+
+fn text(value: OsString) -> Result<String, String> {
+    value
+        .into_string()
+        .map_err(|v| format!("argument {v:?} is not valid UTF-8"))
+}
+
+fn number(value: OsString) -> Result<u64, String> {
+    let text = text(value)?;
+    match text.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}' is not a positive number")),
+    }
+}
+
+/// The checked, effective configuration with loaded certificates.
+pub struct Config {
+    pub data_directory: PathBuf,
+    pub listen_address: String,
+    pub bind_address: SocketAddr,
+    pub project_id: String,
+    pub store_signing: Option<SigningKey>,
+    pub developer_verification: Option<TrustStore>,
+    pub limits: Limits,
+}
+
+/// The settings of `amps-config.yaml` (all optional).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct FileSettings {
+    pub listen_address: Option<String>,
+    pub project_id: Option<String>,
+    pub store_sign_certificate: Option<PathBuf>,
+    pub store_sign_password: Option<String>,
+    pub developer_ca_certificates: Vec<PathBuf>,
+    pub limits: LimitArgs,
+    /// The file's body map, to keep settings we do not touch when writing it back.
+    body: Vec<(String, Node)>,
+}
+
+/// Why the configuration cannot be used; `Usage` exits 1, `Startup` exits 2.
+#[derive(Debug)]
+pub enum ConfigError {
+    Usage(String),
+    Startup(String),
+}
+
+impl Config {
+    /// Resolve the data directory, read its config file, apply `args`, load certificates.
+    pub fn load(args: &Args) -> Result<Config, ConfigError> {
+        let data_directory = resolve_data_directory(args)?;
+        let config_path = data_directory.join(CONFIG_FILE);
+        let file = if config_path.exists() {
+            let text = std::fs::read_to_string(&config_path).map_err(|e| {
+                ConfigError::Startup(format!("Failed to parse config file {CONFIG_FILE}: {e}"))
+            })?;
+            parse_config_file(&text).map_err(|e| {
+                ConfigError::Startup(format!("Failed to parse config file {CONFIG_FILE}: {e}"))
+            })?
+        } else {
+            FileSettings::default()
+        };
+        // Relative paths in the config file are relative to the data directory.
+        let in_data_dir = |p: &PathBuf| data_directory.join(p);
+        let listen_address = args
+            .listen_address
+            .clone()
+            .or(file.listen_address.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.to_string());
+        let project_id = args
+            .project_id
+            .clone()
+            .or(file.project_id.clone())
+            .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_string());
+        let certificate = args
+            .store_sign_certificate
+            .clone()
+            .or(file.store_sign_certificate.as_ref().map(in_data_dir));
+        let password = args
+            .store_sign_password
+            .clone()
+            .or(file.store_sign_password.clone());
+        let cas: Vec<PathBuf> = if args.developer_ca_certificates.is_empty() {
+            file.developer_ca_certificates
+                .iter()
+                .map(in_data_dir)
+                .collect()
+        } else {
+            args.developer_ca_certificates.clone()
+        };
+        let bind_address = parse_listen_address(&listen_address).map_err(ConfigError::Startup)?;
+        check_project_id(&project_id).map_err(ConfigError::Startup)?;
+        let limits = effective_limits(&args.limits, &file.limits);
+
+        if args.create_config {
+            write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
+        }
+        let store_signing = match certificate {
+            Some(path) => Some(
+                SigningKey::from_pkcs12_file(&path, password.as_deref().unwrap_or("")).map_err(
+                    |e| {
+                        ConfigError::Startup(format!(
+                            "could not load the store-sign certificate: {e}"
+                        ))
+                    },
+                )?,
+            ),
+            None => None,
+        };
+        let developer_verification = if cas.is_empty() {
+            None
+        } else {
+            Some(TrustStore::from_files(&cas).map_err(|e| {
+                ConfigError::Startup(format!("could not load the developer CA certificates: {e}"))
+            })?)
+        };
+        Ok(Config {
+            data_directory,
+            listen_address,
+            bind_address,
+            project_id,
+            store_signing,
+            developer_verification,
+            limits,
+        })
+    }
+}
+
+fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
+    let dir = match &args.data_directory {
+        Some(dir) => dir.clone(),
+        None => {
+            let cwd = std::env::current_dir().map_err(|e| {
+                ConfigError::Startup(format!("could not read the current directory: {e}"))
+            })?;
+            if !cwd.join(CONFIG_FILE).exists() {
+                return Err(ConfigError::Usage(format!(
+                    "no data directory given (--dd), and the current directory {} holds no {CONFIG_FILE}",
+                    cwd.display()
+                )));
+            }
+            cwd
+        }
+    };
+    if !dir.is_dir() {
+        return Err(ConfigError::Startup(format!(
+            "the data directory {} does not exist or is not a directory",
+            dir.display()
+        )));
+    }
+    std::fs::canonicalize(&dir).map_err(|e| {
+        ConfigError::Startup(format!(
+            "could not resolve the data directory {}: {e}",
+            dir.display()
+        ))
+    })
+}
+
+fn effective_limits(args: &LimitArgs, file: &LimitArgs) -> Limits {
+    let defaults = Limits::default();
+    Limits {
+        max_package_size: args
+            .max_package_size
+            .or(file.max_package_size)
+            .unwrap_or(defaults.max_package_size),
+        max_uncompressed_size: args
+            .max_uncompressed_size
+            .or(file.max_uncompressed_size)
+            .unwrap_or(defaults.max_uncompressed_size),
+        max_entries: args
+            .max_entries
+            .or(file.max_entries)
+            .unwrap_or(defaults.max_entries),
+        max_metadata_size: args
+            .max_metadata_size
+            .or(file.max_metadata_size)
+            .unwrap_or(defaults.max_metadata_size),
+    }
+}
+
+/// `<ip>`, `any` or `localhost`, optionally `:<port>` (IPv6 addresses in brackets).
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    let invalid = || format!("invalid listen address '{text}'");
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(invalid()),
+        };
+        (host, port)
+    } else if text.matches(':').count() > 1 {
+        (text, None)
+    } else {
+        match text.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        }
+    };
+    let ip: IpAddr = match host {
+        "any" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        other => other.parse().map_err(|_| invalid())?,
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().map_err(|_| invalid())?,
+        None => DEFAULT_PORT,
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn check_project_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the project id must not be empty".into());
+    }
+    if !id.is_ascii() {
+        return Err(format!("the project id '{id}' must be ASCII"));
+    }
+    Ok(())
+}
+
+/// Parse `amps-config.yaml`: the format document, then the settings.
+pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
+    let docs = parse_documents(text, &YamlLimits::default()).map_err(|e| e.to_string())?;
+    let (format, body) = match docs.as_slice() {
+        [format, body] => (format, body.clone()),
+        [format] => (format, Node::Map(Vec::new())),
+        _ => return Err("expected two YAML documents".into()),
+    };
+    if format.get("formatType").and_then(Node::as_text) != Some("amps-configuration")
+        || format.get("formatVersion").and_then(Node::as_integer) != Some(1)
+    {
+        return Err(
+            "the first document must be 'formatType: amps-configuration' and 'formatVersion: 1'"
+                .into(),
+        );
+    }
+    let entries = match body {
+        Node::Map(entries) => entries,
+        n if n.is_null() => Vec::new(),
+        _ => return Err("the settings must be a YAML map".into()),
+    };
+    let mut settings = FileSettings::default();
+    for (key, value) in &entries {
+        let string = || {
+            value
+                .as_text()
+                .map(str::to_string)
+                .ok_or_else(|| format!("'{key}' must be a string"))
+        };
+        let non_empty = || match string()? {
+            s if s.is_empty() => Err(format!("'{key}' must not be empty")),
+            s => Ok(s),
+        };
+        let size = || match value.as_integer() {
+            Some(n) if n > 0 && n <= i128::from(u64::MAX) => Ok(n as u64),
+            _ => Err(format!("'{key}' must be a positive number")),
+        };
+        match key.as_str() {
+            "listenAddress" => settings.listen_address = Some(non_empty()?),
+            "projectId" => settings.project_id = Some(non_empty()?),
+            "storeSignCertificate" => settings.store_sign_certificate = Some(string()?.into()),
+            "storeSignPassword" => settings.store_sign_password = Some(string()?),
+            "developerVerificationCaCertificates" => {
+                settings.developer_ca_certificates = match value {
+                    Node::List(items) => items
+                        .iter()
+                        .map(|i| {
+                            i.as_text()
+                                .map(PathBuf::from)
+                                .ok_or_else(|| format!("'{key}' must hold file names"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => vec![string()?.into()],
+                }
+            }
+            "maxPackageSize" => settings.limits.max_package_size = Some(size()?),
+            "maxUncompressedSize" => settings.limits.max_uncompressed_size = Some(size()?),
+            "maxEntries" => settings.limits.max_entries = Some(size()?),
+            "maxMetadataSize" => settings.limits.max_metadata_size = Some(size()?),
+            other => return Err(format!("unknown field '{other}'")),
+        }
+    }
+    settings.body = entries;
+    Ok(settings)
+}
+
+/// Write the effective configuration: the file's settings with the command line applied,
+/// leaving out values equal to the defaults.
+fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<(), String> {
+    let mut body = file.body.clone();
+    let mut set = |key: &str, value: Option<Node>, default: Option<&str>| {
+        let Some(value) = value else { return };
+        let is_default = default.is_some() && value.as_text() == default;
+        body.retain(|(k, _)| k != key);
+        if !is_default {
+            body.push((key.to_string(), value));
+        }
+    };
+    let string = |s: &str| Node::string(s);
+    let path_node = |p: &PathBuf| Node::string(p.to_string_lossy());
+    let number = |n: u64| Node::Scalar {
+        text: n.to_string(),
+        plain: true,
+    };
+    set(
+        "listenAddress",
+        args.listen_address.as_deref().map(string),
+        Some(DEFAULT_LISTEN_ADDRESS),
+    );
+    set(
+        "projectId",
+        args.project_id.as_deref().map(string),
+        Some(DEFAULT_PROJECT_ID),
+    );
+    set(
+        "storeSignCertificate",
+        args.store_sign_certificate
+            .as_ref()
+            .map(|p| absolute(p))
+            .as_ref()
+            .map(path_node),
+        None,
+    );
+    set(
+        "storeSignPassword",
+        args.store_sign_password.as_deref().map(string),
+        None,
+    );
+    if !args.developer_ca_certificates.is_empty() {
+        let list = args
+            .developer_ca_certificates
+            .iter()
+            .map(|p| path_node(&absolute(p)))
+            .collect();
+        set(
+            "developerVerificationCaCertificates",
+            Some(Node::List(list)),
+            None,
+        );
+    }
+    set(
+        "maxPackageSize",
+        args.limits.max_package_size.map(number),
+        None,
+    );
+    set(
+        "maxUncompressedSize",
+        args.limits.max_uncompressed_size.map(number),
+        None,
+    );
+    set("maxEntries", args.limits.max_entries.map(number), None);
+    set(
+        "maxMetadataSize",
+        args.limits.max_metadata_size.map(number),
+        None,
+    );
+
+    let mut text =
+        "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\n".to_string();
+    emit_map_entries(&mut text, &body, 0);
+    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()))
+        .map_err(|e| format!("could not write {}: {e}", path.display()))
+}
+
+/// Command-line paths are relative to the working directory; the file must not depend on it.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<Command, String> {
+        parse_args(list.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn parses_every_option() {
+        let Command::Run(a) = args(&[
+            "--dd",
+            "d",
+            "--la",
+            "any:7070",
+            "--pi",
+            "P",
+            "--sc",
+            "s.p12",
+            "--sp",
+            "pw",
+            "--dc",
+            "a.crt",
+            "--dc",
+            "b.crt",
+            "--cc",
+            "--max-entries",
+            "5",
+        ])
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.data_directory, Some("d".into()));
+        assert_eq!(a.listen_address.as_deref(), Some("any:7070"));
+        assert_eq!(
+            a.developer_ca_certificates,
+            vec![PathBuf::from("a.crt"), "b.crt".into()]
+        );
+        assert!(a.create_config);
+        assert_eq!(a.limits.max_entries, Some(5));
+        assert_eq!(args(&["--help"]).unwrap(), Command::Help);
+        assert!(args(&["--bogus"]).is_err());
+        assert!(args(&["--dd"]).is_err());
+        assert!(args(&["--max-entries", "0"]).is_err());
+    }
+
+    #[test]
+    fn parses_listen_addresses() {
+        assert_eq!(
+            parse_listen_address("localhost").unwrap(),
+            "127.0.0.1:8020".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("any:7070").unwrap(),
+            "0.0.0.0:7070".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("127.0.0.1:0").unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("[::1]:80").unwrap(),
+            "[::1]:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen_address("::1").unwrap(),
+            "[::1]:8020".parse().unwrap()
+        );
+        assert!(parse_listen_address("nowhere:1").is_err());
+        assert!(parse_listen_address("localhost:99999").is_err());
+        assert!(parse_listen_address("").is_err());
+    }
+
+    #[test]
+    fn reads_the_config_file() {
+        let s = parse_config_file("%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\nlistenAddress: 'any:7070'\nprojectId: 'HELLO'\ndeveloperVerificationCaCertificates: ca.crt\n").unwrap();
+        assert_eq!(s.listen_address.as_deref(), Some("any:7070"));
+        assert_eq!(s.project_id.as_deref(), Some("HELLO"));
+        assert_eq!(s.developer_ca_certificates, vec![PathBuf::from("ca.crt")]);
+        assert!(
+            parse_config_file("formatType: amps-configuration\nformatVersion: 2\n---\n").is_err()
+        );
+        assert!(
+            parse_config_file(
+                "formatType: amps-configuration\nformatVersion: 1\n---\nprojectId: ''\n"
+            )
+            .unwrap_err()
+            .contains("empty")
+        );
+        assert!(
+            parse_config_file("formatType: amps-configuration\nformatVersion: 1\n---\nbogus: 1\n")
+                .unwrap_err()
+                .contains("unknown field 'bogus'")
+        );
+    }
+}

@@ -1,0 +1,131 @@
+/*!
+The server's console output: one line per event on stdout, flushed at once.
+
+Scripts and the reference's own tests read these lines, so their text is fixed (SPEC.md,
+"Console output"); colours are added only for people: when stdout is a terminal, unless
+`NO_COLOR` is set, and `AM_FORCE_COLOR_OUTPUT=on|off` overrides both. Lines that belong together
+(`> Upload via HTTP:` and its result) are written under one lock so threads never interleave them.
+*/
+
+use std::io::{IsTerminal, Write};
+
+/// What happened to a package or file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Adding { id: String, arch: String },
+    Updating { id: String, arch: String },
+    Unchanged { id: String, arch: String },
+    Failed { file: String, reason: String },
+    Removing { id: String, arch: String },
+    NoMatch { pattern: String },
+    Skipping { file: String, reason: String },
+}
+
+impl Event {
+    /// The line without colours.
+    pub fn text(&self) -> String {
+        match self {
+            Event::Adding { id, arch } => format!(" + adding   {id} [{arch}]"),
+            Event::Updating { id, arch } => format!(" ! updating {id} [{arch}]"),
+            Event::Unchanged { id, arch } => format!(" = skipping {id} [{arch}] (no changes)"),
+            Event::Failed { file, reason } => format!(" x failed   {file} ({reason})"),
+            Event::Removing { id, arch } => format!(" - removing {id} [{arch}]"),
+            Event::NoMatch { pattern } => format!(" = skipping {pattern} (no match)"),
+            Event::Skipping { file, reason } => format!(" = skipping {file} ({reason})"),
+        }
+    }
+
+    fn color(&self) -> &'static str {
+        match self {
+            Event::Adding { .. } => GREEN,
+            Event::Updating { .. } => YELLOW,
+            Event::Failed { .. } => RED,
+            Event::Removing { .. } => MAGENTA,
+            _ => GRAY,
+        }
+    }
+}
+
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const MAGENTA: &str = "\x1b[35m";
+const GRAY: &str = "\x1b[90m";
+const BOLD: &str = "\x1b[1m";
+const RESET: &str = "\x1b[0m";
+
+/// Writes the server's console lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Console {
+    color: bool,
+}
+
+/// One line of output: a heading (`> ...`) or an event.
+pub enum Line<'a> {
+    Heading(&'a str),
+    Event(&'a Event),
+}
+
+impl Console {
+    /// Decide on colours from the environment and whether stdout is a terminal.
+    pub fn from_environment() -> Console {
+        let forced = std::env::var("AM_FORCE_COLOR_OUTPUT").ok();
+        let color = match forced.as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            _ => {
+                std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && std::io::stdout().is_terminal()
+            }
+        };
+        Console { color }
+    }
+
+    /// The program's title line.
+    pub fn title(&self) {
+        let title = "Qt ApplicationManager Package Server";
+        if self.color {
+            self.write(&format!("{BOLD}{title}{RESET}"));
+        } else {
+            self.write(title);
+        }
+    }
+
+    /// `> <text>`
+    pub fn heading(&self, text: &str) {
+        self.lines(&[Line::Heading(text)]);
+    }
+
+    pub fn event(&self, event: &Event) {
+        self.lines(&[Line::Event(event)]);
+    }
+
+    /// Several lines, never interleaved with other threads' output.
+    pub fn lines(&self, lines: &[Line<'_>]) {
+        let mut text = String::new();
+        for line in lines {
+            match (line, self.color) {
+                (Line::Heading(h), false) => text.push_str(&format!("> {h}")),
+                (Line::Heading(h), true) => text.push_str(&format!("{BOLD}>{RESET} {h}")),
+                (Line::Event(e), false) => text.push_str(&e.text()),
+                (Line::Event(e), true) => {
+                    text.push_str(&format!("{}{}{RESET}", e.color(), e.text()))
+                }
+            }
+            text.push('\n');
+        }
+        let mut out = std::io::stdout().lock();
+        // A closed stdout must not stop the server.
+        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+    }
+
+    /// A line as it is, without colours.
+    pub fn plain(&self, line: &str) {
+        self.write(line);
+    }
+
+    fn write(&self, line: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    }
+}

@@ -1,0 +1,119 @@
+/*!
+HTTP: our own request and response types (`routes` is plain functions over them, testable
+without sockets), and the tiny_http worker pool that feeds them (`server`).
+*/
+
+pub mod routes;
+pub mod server;
+
+use std::io::Read;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Head,
+    Other,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Head => "HEAD",
+            Method::Other => "OTHER",
+        }
+    }
+}
+
+/// A request as the routes see it: method, path, decoded parameters, and the body.
+pub struct Request<'a> {
+    pub method: Method,
+    pub path: String,
+    /// Query parameters, then (for form POSTs) body parameters, in order.
+    pub params: Vec<(String, String)>,
+    pub content_length: Option<u64>,
+    pub body: &'a mut dyn Read,
+}
+
+impl Request<'_> {
+    /// The first value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first non-empty value of parameter `name`.
+    pub fn non_empty_param(&self, name: &str) -> Option<&str> {
+        self.param(name).filter(|v| !v.is_empty())
+    }
+}
+
+pub enum Body {
+    Empty,
+    Bytes(Vec<u8>),
+    /// Streamed from a reader with a known length.
+    Stream(Box<dyn Read + Send>, u64),
+}
+
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Body,
+}
+
+impl Response {
+    pub fn json(value: &serde_json::Value) -> Response {
+        Response::json_bytes(value.to_string().into_bytes())
+    }
+
+    pub fn json_bytes(bytes: Vec<u8>) -> Response {
+        Response {
+            status: 200,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: Body::Bytes(bytes),
+        }
+    }
+
+    pub fn status(status: u16, message: &str) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: Body::Bytes(format!("{message}\n").into_bytes()),
+        }
+    }
+
+    pub fn not_found() -> Response {
+        Response::status(404, "Not Found")
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The body as bytes, for tests.
+    pub fn body_bytes(self) -> Vec<u8> {
+        match self.body {
+            Body::Empty => Vec::new(),
+            Body::Bytes(b) => b,
+            Body::Stream(mut r, _) => {
+                let mut out = Vec::new();
+                let _ = r.read_to_end(&mut out);
+                out
+            }
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}

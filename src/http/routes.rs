@@ -1,0 +1,235 @@
+/*!
+The REST API of SPEC.md as plain functions: one `match` on the path picks the handler, a known
+path with a method it does not take answers 405 with `Allow`, anything else 404.
+*/
+
+use super::{Body, Method, Request, Response};
+use crate::console::Event;
+use crate::fsutil::TempFile;
+use crate::store::index::{Entry, ListQuery};
+use crate::store::signing::StoreSigner;
+use crate::store::{Store, display_name};
+use serde_json::json;
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+/// What the routes need.
+pub struct State {
+    pub store: Arc<Store>,
+    pub project_id: String,
+    pub signer: Option<StoreSigner>,
+}
+
+/// A route's handler.
+type Handler = fn(&mut Request<'_>, &State) -> Response;
+
+/// Dispatch one request.
+pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
+    use Method::*;
+    let (allowed, handler): (&[Method], Handler) = match request.path.as_str() {
+        "/hello" => (&[Get, Post], hello),
+        "/package/list" => (&[Get, Post], package_list),
+        "/package/icon" => (&[Get, Post], package_icon),
+        "/package/download" => (&[Get, Post], package_download),
+        "/package/upload" => (&[Put], package_upload),
+        "/package/remove" => (&[Post], package_remove),
+        "/category/list" => (&[Get, Post], category_list),
+        _ => return Response::not_found(),
+    };
+    if !allowed.contains(&request.method) {
+        let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
+        return Response::status(405, "Method Not Allowed").with_header("Allow", allow.join(", "));
+    }
+    handler(request, state)
+}
+
+fn hello(request: &mut Request<'_>, state: &State) -> Response {
+    let status = if request.param("project-id") == Some(state.project_id.as_str()) {
+        "ok"
+    } else {
+        "incompatible-project-id"
+    };
+    Response::json(&json!({ "status": status }))
+}
+
+fn package_list(request: &mut Request<'_>, state: &State) -> Response {
+    let query = ListQuery {
+        category: request.non_empty_param("category").map(str::to_string),
+        filter: request.non_empty_param("filter").map(str::to_string),
+        architecture: request.non_empty_param("architecture").map(str::to_string),
+    };
+    let json = state.store.index().list_json(&query);
+    Response::json_bytes(json.as_ref().clone())
+}
+
+fn category_list(_: &mut Request<'_>, state: &State) -> Response {
+    let categories = state.store.index().categories();
+    Response::json(&json!(categories))
+}
+
+/// The package `id`/`architecture` select (see `Index::select`).
+fn selected(request: &Request<'_>, state: &State) -> Option<Arc<Entry>> {
+    let id = request.non_empty_param("id")?;
+    state
+        .store
+        .index()
+        .select(id, request.non_empty_param("architecture"))
+}
+
+fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
+    match selected(request, state).and_then(|e| e.info.icon.clone()) {
+        Some(icon) => Response {
+            status: 200,
+            headers: vec![("Content-Type", "image/png".into())],
+            body: Body::Bytes(icon),
+        },
+        None => Response::not_found(),
+    }
+}
+
+fn package_download(request: &mut Request<'_>, state: &State) -> Response {
+    // An entry whose file was replaced between lookup and open is looked up once more.
+    for _ in 0..2 {
+        let Some(entry) = selected(request, state) else {
+            return Response::not_found();
+        };
+        let attachment = format!("attachment; filename=\"{}\"", entry.file_name());
+        let (body, length): (Box<dyn Read + Send>, u64) = match &state.signer {
+            None => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
+                Ok((length, file)) => (Box::new(file), length),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return download_failed(state, &entry, &e.to_string()),
+            },
+            Some(signer) => {
+                let hardware_id = request.param("hardware-id").unwrap_or("");
+                match signer.sign(&entry, hardware_id) {
+                    Ok(signed) => (
+                        Box::new(signed.body.chain(io::Cursor::new(signed.tail))),
+                        signed.length,
+                    ),
+                    Err(reason) => {
+                        return download_failed(
+                            state,
+                            &entry,
+                            &format!("store signing failed: {reason}"),
+                        );
+                    }
+                }
+            }
+        };
+        return Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "application/octet-stream".into()),
+                ("Content-Disposition", attachment),
+            ],
+            body: Body::Stream(body, length),
+        };
+    }
+    Response::not_found()
+}
+
+fn download_failed(state: &State, entry: &Entry, reason: &str) -> Response {
+    state.store.console.event(&Event::Failed {
+        file: entry.file_name(),
+        reason: reason.to_string(),
+    });
+    Response::status(500, "Internal Server Error")
+}
+
+fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
+    let store = &state.store;
+    let fail = |message: String| Response::json(&json!({ "status": "fail", "message": message }));
+    let limit = store.limits.max_package_size;
+    if request.content_length.is_some_and(|n| n > limit) {
+        let message = too_large(limit);
+        store.report(
+            "Upload via HTTP:",
+            &[Event::Failed {
+                file: "upload".into(),
+                reason: message.clone(),
+            }],
+        );
+        return fail(message);
+    }
+    let mut temp = match TempFile::new_in(&store.data_dir) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("could not store the upload: {e}")),
+    };
+    let name = display_name(temp.path());
+    let received = match receive_body(request.body, &mut temp, limit) {
+        Ok(()) => store.install(temp.path()),
+        Err(message) => Err(message),
+    };
+    match received {
+        Ok(installed) => {
+            store.report("Upload via HTTP:", &[installed.event()]);
+            Response::json(&json!({
+                "status": "ok",
+                "result": installed.result.as_str(),
+                "id": installed.id,
+                "architecture": installed.arch,
+            }))
+        }
+        Err(message) => {
+            store.report(
+                "Upload via HTTP:",
+                &[Event::Failed {
+                    file: name,
+                    reason: message.clone(),
+                }],
+            );
+            fail(message)
+        }
+    }
+}
+
+fn too_large(limit: u64) -> String {
+    format!("the package is larger than the maximum package size of {limit} bytes")
+}
+
+/// Copy the request body into `temp`, refusing more than `limit` bytes.
+fn receive_body(body: &mut dyn Read, temp: &mut TempFile, limit: u64) -> Result<(), String> {
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match body.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("the upload was interrupted: {e}")),
+        };
+        total += n as u64;
+        if total > limit {
+            return Err(too_large(limit));
+        }
+        temp.write_all(&buffer[..n])
+            .map_err(|e| format!("could not store the upload: {e}"))?;
+    }
+    if total == 0 {
+        return Err("the upload is empty".into());
+    }
+    temp.flush()
+        .map_err(|e| format!("could not store the upload: {e}"))
+}
+
+fn package_remove(request: &mut Request<'_>, state: &State) -> Response {
+    let store = &state.store;
+    let id = request.non_empty_param("id");
+    let arch = request.non_empty_param("architecture");
+    let removed = match id {
+        Some(id) => store.remove(id, arch),
+        None => Vec::new(),
+    };
+    let pattern = match (id, arch) {
+        (Some(id), Some(arch)) => format!("{id}_{arch}"),
+        (Some(id), None) => id.to_string(),
+        (None, _) => "(no id)".to_string(),
+    };
+    store.report(
+        "Remove via HTTP:",
+        &Store::removal_lines(&removed, &pattern),
+    );
+    let status = if removed.is_empty() { "fail" } else { "ok" };
+    Response::json(&json!({ "status": status, "removed": removed.len() }))
+}

@@ -1,0 +1,193 @@
+/*!
+The HTTP server: a pool of worker threads, each looping on one `tiny_http::Server::recv()`.
+
+tiny_http parses requests on its own connection threads; our workers turn each request into
+our `Request`, run the route, and stream the `Response` back. Every accepted socket has read
+and write timeouts: tiny_http has no setting for them, but Linux copies `SO_RCVTIMEO` and
+`SO_SNDTIMEO` from the listening socket to the sockets it accepts, so we set them on the
+listener we hand to tiny_http. A panic in a route becomes a 500, never a dead worker.
+*/
+
+use super::routes::{State, handle};
+use super::{Body, Method, Request, Response};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long a connection may stay silent (reading) or stalled (writing).
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest form-encoded POST body we read for parameters.
+const MAX_FORM_BODY: u64 = 64 * 1024;
+/// Number of request workers.
+pub const WORKERS: usize = 16;
+
+pub struct HttpServer {
+    server: Arc<tiny_http::Server>,
+    workers: Vec<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    pub local_addr: SocketAddr,
+}
+
+impl HttpServer {
+    /// Bind `address` and start the workers.
+    pub fn start(address: SocketAddr, state: Arc<State>) -> Result<HttpServer, String> {
+        let listener = TcpListener::bind(address)
+            .map_err(|e| format!("could not listen on {address}: {e}"))?;
+        set_socket_timeouts(&listener, SOCKET_TIMEOUT)
+            .map_err(|e| format!("could not set socket timeouts: {e}"))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| format!("could not read the listening address: {e}"))?;
+        let server = Arc::new(
+            tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("could not start the HTTP server: {e}"))?,
+        );
+        let stopping = Arc::new(AtomicBool::new(false));
+        let workers = (0..WORKERS)
+            .map(|_| {
+                let (server, state, stopping) = (server.clone(), state.clone(), stopping.clone());
+                std::thread::spawn(move || worker(&server, &state, &stopping))
+            })
+            .collect();
+        Ok(HttpServer {
+            server,
+            workers,
+            stopping,
+            local_addr,
+        })
+    }
+
+    /// Stop taking requests; returns once idle workers have ended (busy ones finish later).
+    pub fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        for _ in &self.workers {
+            self.server.unblock();
+        }
+        for worker in self.workers {
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
+        }
+    }
+}
+
+fn set_socket_timeouts(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: a valid socket descriptor and a timeval of the size we pass.
+        let result = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&value as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn worker(server: &tiny_http::Server, state: &State, stopping: &AtomicBool) {
+    while !stopping.load(Ordering::SeqCst) {
+        let Ok(request) = server.recv() else { break };
+        if stopping.load(Ordering::SeqCst) {
+            let _ = request.respond(tiny_http::Response::empty(503));
+            break;
+        }
+        serve(request, state);
+    }
+}
+
+fn serve(mut request: tiny_http::Request, state: &State) {
+    let method = match request.method() {
+        tiny_http::Method::Get => Method::Get,
+        tiny_http::Method::Post => Method::Post,
+        tiny_http::Method::Put => Method::Put,
+        tiny_http::Method::Head => Method::Head,
+        _ => Method::Other,
+    };
+    let url = request.url().to_string();
+    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let is_form = request.headers().iter().any(|h| {
+        h.field.equiv("Content-Type")
+            && h.value
+                .as_str()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+    });
+    let content_length = request.body_length().map(|n| n as u64);
+    let response = if method == Method::Post && is_form {
+        match read_form(request.as_reader()) {
+            Ok(body) => {
+                params.extend(form_urlencoded::parse(&body).into_owned());
+                None
+            }
+            Err(response) => Some(response),
+        }
+    } else {
+        None
+    };
+    let response = response.unwrap_or_else(|| {
+        let mut ours = Request {
+            method,
+            path: path.to_string(),
+            params,
+            content_length,
+            body: request.as_reader(),
+        };
+        catch_unwind(AssertUnwindSafe(|| handle(&mut ours, state)))
+            .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
+    });
+    let _ = request.respond(to_tiny_http(response));
+}
+
+fn read_form(body: &mut dyn Read) -> Result<Vec<u8>, Response> {
+    let mut bytes = Vec::new();
+    body.take(MAX_FORM_BODY + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|_| Response::status(400, "Bad Request"))?;
+    if bytes.len() as u64 > MAX_FORM_BODY {
+        return Err(Response::status(413, "Payload Too Large"));
+    }
+    Ok(bytes)
+}
+
+fn to_tiny_http(response: Response) -> tiny_http::Response<Box<dyn Read + Send>> {
+    let headers = response
+        .headers
+        .iter()
+        .filter_map(|(name, value)| {
+            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+        })
+        .collect();
+    let (reader, length): (Box<dyn Read + Send>, usize) = match response.body {
+        Body::Empty => (Box::new(io::empty()), 0),
+        Body::Bytes(bytes) => {
+            let len = bytes.len();
+            (Box::new(io::Cursor::new(bytes)), len)
+        }
+        Body::Stream(reader, len) => (reader, len as usize),
+    };
+    tiny_http::Response::new(
+        tiny_http::StatusCode(response.status),
+        headers,
+        reader,
+        Some(length),
+        None,
+    )
+}

@@ -1,0 +1,157 @@
+/*!
+Start-up, run and shutdown of `appman-package-server`; `main` only maps the result to an exit
+code. Usage errors exit 1, start-up errors print `ERROR: <message>` and exit 2.
+*/
+
+use crate::config::{Command, Config, ConfigError, USAGE, parse_args};
+use crate::console::Console;
+use crate::http::routes::State;
+use crate::http::server::HttpServer;
+use crate::scanner::{self, Scanner};
+use crate::store::signing::StoreSigner;
+use crate::store::{DirLock, Store};
+use std::ffi::OsString;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// Run the server with the given command-line arguments (without the program name).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = match parse_args(args) {
+        Ok(Command::Run(args)) => args,
+        Ok(Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            println!("appman-package-server {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Err(message) => return usage_error(&message),
+    };
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(ConfigError::Usage(message)) => return usage_error(&message),
+        Err(ConfigError::Startup(message)) => return startup_error(&message),
+    };
+    match serve(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => startup_error(&message),
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("ERROR: {message}\n\n{USAGE}");
+    ExitCode::from(1)
+}
+
+fn startup_error(message: &str) -> ExitCode {
+    eprintln!("ERROR: {message}");
+    ExitCode::from(2)
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let console = Console::from_environment();
+    let lock = DirLock::acquire(&config.data_directory)?;
+    let signals = ShutdownSignal::install()?;
+    scanner::ignore_lease_signals();
+    let store = Arc::new(Store::new(
+        &config.data_directory,
+        config.limits,
+        config.developer_verification,
+        console,
+    ));
+    store.prepare(config.store_signing.is_some())?;
+
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    console.title();
+    console.heading(&format!(
+        "Data directory: {}",
+        config.data_directory.display()
+    ));
+    console.heading(&format!("Project: {}", config.project_id));
+    console.heading(&format!(
+        "Verify developer signature on upload: {}",
+        yes_no(store.verifies_developer_signatures())
+    ));
+    console.heading(&format!(
+        "Add store signature on download: {}",
+        yes_no(config.store_signing.is_some())
+    ));
+    store.load_packages();
+    scanner::initial_scan(&store);
+
+    let state = Arc::new(State {
+        store: store.clone(),
+        project_id: config.project_id,
+        signer: config
+            .store_signing
+            .map(|key| StoreSigner::new(key, &store.cache_dir)),
+    });
+    let http = HttpServer::start(config.bind_address, state)?;
+    console.heading(&format!("HTTP server listening on: {}", http.local_addr));
+    let scanner = Scanner::start(store.clone())?;
+
+    signals.wait();
+    http.stop();
+    scanner.stop();
+    store.remove_own_temp_files();
+    lock.release();
+    Ok(())
+}
+
+/// The write end of the self-pipe the signal handler writes to.
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_shutdown_signal(_: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: write(2) is async-signal-safe; one byte from a static buffer.
+        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
+    }
+}
+
+/// SIGINT and SIGTERM, turned into a byte on a pipe that `wait` blocks on.
+struct ShutdownSignal {
+    read_fd: libc::c_int,
+}
+
+impl ShutdownSignal {
+    fn install() -> Result<ShutdownSignal, String> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-element array we pass.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!(
+                "could not create a pipe: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
+        for signal in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: installing a handler that only calls async-signal-safe functions.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_shutdown_signal as *const () as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        Ok(ShutdownSignal { read_fd: fds[0] })
+    }
+
+    /// Block until SIGINT or SIGTERM.
+    fn wait(&self) {
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: reading one byte into a buffer we own.
+            let n = unsafe { libc::read(self.read_fd, byte.as_mut_ptr().cast(), 1) };
+            if n == 1
+                || (n < 0
+                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+            {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,440 @@
+/*!
+The data directory and the packages in it: `.packages/` (accepted packages), `upload/`,
+`remove/`, the `.lock` file, and the index of what is accepted.
+
+All changes (install, remove) go through one `mutation` lock, so the file in `.packages/` and
+the index entry always change together; the index lock itself is only held for map operations,
+never during I/O or crypto. A package reaches `.packages/` by an atomic rename of a complete,
+synced, verified file, so the directory never holds a half-written package.
+*/
+
+pub mod index;
+pub mod signing;
+
+use crate::console::{Console, Event, Line};
+use crate::fsutil::TEMP_MARKER;
+use crate::package::signature::{TrustStore, digest_content};
+use crate::package::{Limits, PackageInfo, read_package};
+use index::{Entry, Index, file_name};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub const PACKAGES_DIR: &str = ".packages";
+pub const UPLOAD_DIR: &str = "upload";
+pub const REMOVE_DIR: &str = "remove";
+pub const REJECTED_DIR: &str = "rejected";
+pub const CACHE_DIR: &str = ".cache";
+pub const LOCK_FILE: &str = ".lock";
+
+/// What an install did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallResult {
+    Added,
+    Updated,
+    NoChanges,
+}
+
+impl InstallResult {
+    /// The word in the upload answer.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstallResult::Added => "added",
+            InstallResult::Updated => "updated",
+            InstallResult::NoChanges => "no changes",
+        }
+    }
+}
+
+/// An accepted (or unchanged) package.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub id: String,
+    pub arch: String,
+    pub result: InstallResult,
+}
+
+impl Installed {
+    pub fn event(&self) -> Event {
+        let (id, arch) = (self.id.clone(), self.arch.clone());
+        match self.result {
+            InstallResult::Added => Event::Adding { id, arch },
+            InstallResult::Updated => Event::Updating { id, arch },
+            InstallResult::NoChanges => Event::Unchanged { id, arch },
+        }
+    }
+}
+
+/// The data directory with its packages.
+pub struct Store {
+    pub data_dir: PathBuf,
+    pub packages_dir: PathBuf,
+    pub upload_dir: PathBuf,
+    pub remove_dir: PathBuf,
+    pub cache_dir: PathBuf,
+    pub limits: Limits,
+    pub console: Console,
+    verification: Option<TrustStore>,
+    index: Mutex<Index>,
+    mutation: Mutex<()>,
+}
+
+/// Holds the data directory's `.lock` (an flock, released by the kernel if we die).
+pub struct DirLock {
+    path: PathBuf,
+    _file: File,
+}
+
+impl DirLock {
+    /// Lock `data_dir`, or explain who holds it.
+    pub fn acquire(data_dir: &Path) -> Result<DirLock, String> {
+        let path = data_dir.join(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| format!("could not create the lock file {}: {e}", path.display()))?;
+        if file.try_lock().is_err() {
+            let pid = fs::read_to_string(&path).unwrap_or_default();
+            return Err(format!(
+                "could not lock the data directory {} - there is an existing .lock file (belonging to pid {})",
+                data_dir.display(),
+                pid.trim()
+            ));
+        }
+        use std::io::Write;
+        let _ = file.set_len(0);
+        let _ = write!(file, "{}", std::process::id());
+        Ok(DirLock { path, _file: file })
+    }
+
+    /// Unlock and remove the lock file.
+    pub fn release(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl Store {
+    pub fn new(
+        data_dir: &Path,
+        limits: Limits,
+        verification: Option<TrustStore>,
+        console: Console,
+    ) -> Store {
+        Store {
+            data_dir: data_dir.to_path_buf(),
+            packages_dir: data_dir.join(PACKAGES_DIR),
+            upload_dir: data_dir.join(UPLOAD_DIR),
+            remove_dir: data_dir.join(REMOVE_DIR),
+            cache_dir: data_dir.join(CACHE_DIR),
+            limits,
+            console,
+            verification,
+            index: Mutex::new(Index::default()),
+            mutation: Mutex::new(()),
+        }
+    }
+
+    /// Create the folders (`.cache/` only when downloads are store-signed) and remove what a
+    /// killed earlier run left behind.
+    pub fn prepare(&self, signing: bool) -> Result<(), String> {
+        let mut dirs = vec![&self.packages_dir, &self.upload_dir, &self.remove_dir];
+        if signing {
+            dirs.push(&self.cache_dir);
+        }
+        for dir in dirs {
+            fs::create_dir_all(dir)
+                .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        }
+        for dir in [&self.data_dir, &self.packages_dir] {
+            remove_temp_files(dir, None);
+        }
+        // The signing cache is rebuilt on demand; stale bodies are of no use.
+        if let Ok(entries) = fs::read_dir(&self.cache_dir) {
+            for entry in entries.flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the temporary files of this process (at shutdown).
+    pub fn remove_own_temp_files(&self) {
+        let pid = std::process::id();
+        for dir in [&self.data_dir, &self.packages_dir, &self.cache_dir] {
+            remove_temp_files(dir, Some(pid));
+        }
+    }
+
+    /// The index, locked. Keep the guard short: no I/O while holding it.
+    pub fn index(&self) -> MutexGuard<'_, Index> {
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn mutation(&self) -> MutexGuard<'_, ()> {
+        self.mutation
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Verify every file in `.packages/` (on all cores) and index the valid ones, printing a
+    /// line for each in file-name order.
+    pub fn load_packages(&self) {
+        self.console.heading("Scanning .packages");
+        let mut files: Vec<PathBuf> = match fs::read_dir(&self.packages_dir) {
+            Ok(entries) => entries.flatten().map(|e| e.path()).collect(),
+            Err(_) => Vec::new(),
+        };
+        files.sort();
+        let results = verify_in_parallel(&files, |path| self.verify_stored(path));
+        let mut lines = Vec::new();
+        let mut index = Index::default();
+        for (path, result) in files.iter().zip(results) {
+            let name = display_name(path);
+            match result {
+                Ok(entry) => {
+                    lines.push(Event::Adding {
+                        id: entry.id().to_string(),
+                        arch: entry.arch().to_string(),
+                    });
+                    index.insert(Arc::new(entry));
+                }
+                Err(reason) => lines.push(Event::Skipping { file: name, reason }),
+            }
+        }
+        if lines.is_empty() {
+            self.console.plain(" (none found)");
+        }
+        for line in &lines {
+            self.console.event(line);
+        }
+        *self.index() = index;
+    }
+
+    fn verify_stored(&self, path: &Path) -> Result<Entry, String> {
+        if !path.is_file() {
+            return Err("not a package file".into());
+        }
+        let (info, file) = self.verify_file(path)?;
+        let expected = file_name(&info.id, info.architecture_name());
+        if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+            return Err(format!("unexpected file name, expected {expected}"));
+        }
+        Ok(new_entry(info, path.to_path_buf(), &file))
+    }
+
+    /// Read and check a package file: format, digest, and (when configured) the developer
+    /// signature. Returns the open file for further use.
+    pub fn verify_file(&self, path: &Path) -> Result<(PackageInfo, File), String> {
+        let file =
+            File::open(path).map_err(|e| format!("could not open {}: {e}", display_name(path)))?;
+        let info = read_package(&file, &self.limits).map_err(|e| e.to_string())?;
+        if let Some(trust) = &self.verification {
+            let Some(signature) = &info.developer_signature else {
+                return Err("no developer signature".into());
+            };
+            trust
+                .verify(signature, digest_content(&info.digest).as_bytes())
+                .map_err(|e| format!("invalid developer signature ({e})"))?;
+        }
+        Ok((info, file))
+    }
+
+    /// Verify the package at `path` and move it into `.packages/`, replacing one with the same id
+    /// and architecture. `path` must be on the data directory's file system. When it is
+    /// identical to the stored one, nothing changes and `path` is removed. On error, `path` is
+    /// left where it is.
+    pub fn install(&self, path: &Path) -> Result<Installed, String> {
+        let (info, file) = self.verify_file(path)?;
+        let arch = info.architecture_name().to_string();
+        let id = info.id.clone();
+        let destination = self.packages_dir.join(file_name(&id, &arch));
+
+        let _changing = self.mutation();
+        let existing = self.index().get(&id, &arch);
+        if existing.as_ref().is_some_and(|e| e.info.sha1 == info.sha1) {
+            let _ = fs::remove_file(path);
+            return Ok(Installed {
+                id,
+                arch,
+                result: InstallResult::NoChanges,
+            });
+        }
+        file.sync_all()
+            .map_err(|e| format!("could not write {}: {e}", destination.display()))?;
+        fs::rename(path, &destination)
+            .map_err(|e| format!("could not move the package into {PACKAGES_DIR}: {e}"))?;
+        let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
+        let entry = Arc::new(new_entry(info, destination, &file));
+        let previous = self.index().insert(entry);
+        if let Some(previous) = previous {
+            previous.discard_signing_body();
+        }
+        Ok(Installed {
+            id,
+            arch,
+            result: if existing.is_some() {
+                InstallResult::Updated
+            } else {
+                InstallResult::Added
+            },
+        })
+    }
+
+    /// Remove every package matching `id` (and `arch`, when given). Returns the removed ones.
+    pub fn remove(&self, id: &str, arch: Option<&str>) -> Vec<Arc<Entry>> {
+        self.remove_entries(|index| index.matching(id, arch))
+    }
+
+    /// Remove every package whose id or `<id>_<arch>` is `pattern`.
+    pub fn remove_by_name(&self, pattern: &str) -> Vec<Arc<Entry>> {
+        self.remove_entries(|index| index.matching_name(pattern))
+    }
+
+    fn remove_entries(&self, select: impl FnOnce(&Index) -> Vec<Arc<Entry>>) -> Vec<Arc<Entry>> {
+        let _changing = self.mutation();
+        let matches = select(&self.index());
+        let mut removed = Vec::new();
+        for entry in matches {
+            match fs::remove_file(&entry.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    self.console.event(&Event::Failed {
+                        file: entry.file_name(),
+                        reason: format!("could not remove: {e}"),
+                    });
+                    continue;
+                }
+            }
+            self.index().remove(entry.id(), entry.arch());
+            entry.discard_signing_body();
+            removed.push(entry);
+        }
+        if !removed.is_empty() {
+            let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
+        }
+        removed
+    }
+
+    /// Whether uploads must carry a valid developer signature.
+    pub fn verifies_developer_signatures(&self) -> bool {
+        self.verification.is_some()
+    }
+
+    /// Print lines for removed entries, or a no-match line.
+    pub fn removal_lines(removed: &[Arc<Entry>], pattern: &str) -> Vec<Event> {
+        if removed.is_empty() {
+            return vec![Event::NoMatch {
+                pattern: pattern.to_string(),
+            }];
+        }
+        removed
+            .iter()
+            .map(|e| Event::Removing {
+                id: e.id().to_string(),
+                arch: e.arch().to_string(),
+            })
+            .collect()
+    }
+
+    /// Print a heading followed by events, as one block.
+    pub fn report(&self, heading: &str, events: &[Event]) {
+        let mut lines = vec![Line::Heading(heading)];
+        lines.extend(events.iter().map(Line::Event));
+        self.console.lines(&lines);
+    }
+}
+
+impl Entry {
+    /// Open the package file, checking it is still the file this entry describes.
+    pub fn open(&self) -> io::Result<File> {
+        let file = File::open(&self.path)?;
+        if file.metadata()?.ino() != self.inode {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "the package was replaced",
+            ));
+        }
+        Ok(file)
+    }
+
+    fn discard_signing_body(&self) {
+        let body = self
+            .signing_body
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(path) = body {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+fn new_entry(info: PackageInfo, path: PathBuf, file: &File) -> Entry {
+    let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
+    Entry {
+        info,
+        path,
+        inode,
+        signing_body: Mutex::new(None),
+    }
+}
+
+/// Run `verify` over `files` on all cores, results in the same order.
+fn verify_in_parallel<T: Send>(files: &[PathBuf], verify: impl Fn(&Path) -> T + Sync) -> Vec<T> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<T>>> = files.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let result = verify(path);
+                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect()
+}
+
+/// Remove our temporary files in `dir`: all of them, or only those of process `pid`.
+fn remove_temp_files(dir: &Path, pid: Option<u32>) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix(TEMP_MARKER) else {
+            continue;
+        };
+        let ours = pid.is_none_or(|pid| rest.starts_with(&format!("{pid}-")));
+        if ours {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// A file's name for messages.
+pub fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}

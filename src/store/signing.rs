@@ -1,0 +1,107 @@
+/*!
+Store-signing downloads without rebuilding the package.
+
+The reference extracts and rebuilds the whole package for every signed download. A gzip file
+may consist of several members that the device reads as one stream, so we build once per
+package a gzip member holding its tar stream up to (not including) the end-of-archive blocks and
+without any earlier store signature (the "signing body", kept in `.cache/`), and per download
+send that file followed by a small second member with the new `storeSignature` footer and the
+end-of-archive blocks. The digest is unchanged, and the per-download cost is one PKCS#7
+signature plus a few hundred bytes of gzip.
+*/
+
+use super::index::Entry;
+use crate::fsutil::TempFile;
+use crate::package::signature::{SigningKey, store_content};
+use crate::package::writer::{
+    END_OF_ARCHIVE, SignatureKind, copy_entries, footer_entry, signature_footer_text,
+};
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// A signed download: the cached body file, then `tail`.
+pub struct SignedDownload {
+    pub body: File,
+    pub tail: Vec<u8>,
+    pub length: u64,
+}
+
+pub struct StoreSigner {
+    key: SigningKey,
+    cache_dir: PathBuf,
+}
+
+impl StoreSigner {
+    pub fn new(key: SigningKey, cache_dir: &Path) -> StoreSigner {
+        StoreSigner {
+            key,
+            cache_dir: cache_dir.to_path_buf(),
+        }
+    }
+
+    /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).
+    pub fn sign(&self, entry: &Entry, hardware_id: &str) -> Result<SignedDownload, String> {
+        let body = self.signing_body(entry)?;
+        let content = store_content(&entry.info.digest, hardware_id).map_err(|e| e.to_string())?;
+        let signature = self
+            .key
+            .sign(content.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut tail = GzEncoder::new(Vec::with_capacity(4096), Compression::fast());
+        let footer = footer_entry(&signature_footer_text(SignatureKind::Store, &signature));
+        let tail = tail
+            .write_all(&footer)
+            .and_then(|_| tail.write_all(&END_OF_ARCHIVE))
+            .and_then(|_| tail.finish())
+            .map_err(|e| format!("could not build the signature footer: {e}"))?;
+        let body_length = body
+            .metadata()
+            .map_err(|e| format!("could not read the signing cache: {e}"))?
+            .len();
+        Ok(SignedDownload {
+            body,
+            length: body_length + tail.len() as u64,
+            tail,
+        })
+    }
+
+    /// The entry's signing body, built on first use (one build at a time per package).
+    fn signing_body(&self, entry: &Entry) -> Result<File, String> {
+        let mut slot = entry.signing_body.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = slot.as_ref()
+            && let Ok(file) = File::open(path)
+        {
+            return Ok(file);
+        }
+        let source = entry
+            .open()
+            .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
+        let path = self.cache_dir.join(format!(
+            "{}.body.gz",
+            crate::package::digest::to_hex(&entry.info.sha1)
+        ));
+        let mut temp = TempFile::new_in(&self.cache_dir)
+            .map_err(|e| format!("could not create a file in the signing cache: {e}"))?;
+        {
+            let mut gzip = GzEncoder::new(
+                BufWriter::with_capacity(256 * 1024, temp.file()),
+                Compression::new(6),
+            );
+            copy_entries(source, &mut gzip, SignatureKind::Store).map_err(|e| e.to_string())?;
+            let mut out = gzip
+                .finish()
+                .map_err(|e| format!("could not write the signing cache: {e}"))?;
+            out.flush()
+                .map_err(|e| format!("could not write the signing cache: {e}"))?;
+        }
+        temp.persist(&path)
+            .map_err(|e| format!("could not write the signing cache: {e}"))?;
+        let file =
+            File::open(&path).map_err(|e| format!("could not open the signing cache: {e}"))?;
+        *slot = Some(path);
+        Ok(file)
+    }
+}
