@@ -914,3 +914,38 @@ fn sigterm_and_sigint_end_the_server_cleanly() {
         assert!(!left.iter().any(|f| f.contains("tmp")), "{left:?}");
     }
 }
+
+#[test]
+fn colours_follow_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)]| -> String {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        command.args(["--dd", dir.path().to_str().unwrap(), "--la", "127.0.0.1:0"]);
+        command
+            .env_remove("AM_FORCE_COLOR_OUTPUT")
+            .env_remove("NO_COLOR");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut first,
+        )
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        first
+    };
+    assert_eq!(run(&[]), "Qt ApplicationManager Package Server\n");
+    assert!(run(&[("AM_FORCE_COLOR_OUTPUT", "on")]).contains('\x1b'));
+    assert!(run(&[("AM_FORCE_COLOR_OUTPUT", "on"), ("NO_COLOR", "1")]).contains('\x1b'));
+    assert_eq!(
+        run(&[("AM_FORCE_COLOR_OUTPUT", "off")]),
+        "Qt ApplicationManager Package Server\n"
+    );
+}
