@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run test fmt fmt-check lint clean
+.PHONY: build release run test fmt fmt-check lint bench clean
 
 build:
 	$(CARGO) build
@@ -35,6 +35,10 @@ fmt-check:
 lint:
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --all-targets -- -D warnings; \
 	else echo "NOTICE: clippy is not installed, lints not checked"; fi
+
+# The performance figures (needs nginx, wrk, curl: installed with apt-get when missing).
+bench:
+	bench/run.sh
 
 clean:
 	$(CARGO) clean

@@ -151,11 +151,13 @@ fn process_upload(store: &Store, path: &Path) {
     match store.install(path) {
         Ok(installed) => store.console.event(&installed.event()),
         Err(reason) => {
+            // Move first, so the file is in rejected/ when the line appears.
+            let moved = reject(store, path, &name);
             store.console.event(&Event::Failed {
                 file: name.clone(),
                 reason,
             });
-            if let Err(e) = reject(store, path, &name) {
+            if let Err(e) = moved {
                 store.console.event(&Event::Failed {
                     file: name,
                     reason: format!("could not move it to {REJECTED_DIR}/: {e}"),

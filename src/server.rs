@@ -8,7 +8,6 @@ use crate::console::Console;
 use crate::http::routes::State;
 use crate::http::server::HttpServer;
 use crate::scanner::{self, Scanner};
-use crate::store::signing::StoreSigner;
 use crate::store::{DirLock, Store};
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -55,13 +54,15 @@ fn serve(config: Config) -> Result<(), String> {
     let lock = DirLock::acquire(&config.data_directory)?;
     let signals = ShutdownSignal::install()?;
     scanner::ignore_lease_signals();
+    let signing = config.store_signing.is_some();
     let store = Arc::new(Store::new(
         &config.data_directory,
         config.limits,
         config.developer_verification,
+        config.store_signing,
         console,
     ));
-    store.prepare(config.store_signing.is_some())?;
+    store.prepare()?;
 
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     console.title();
@@ -76,7 +77,7 @@ fn serve(config: Config) -> Result<(), String> {
     ));
     console.heading(&format!(
         "Add store signature on download: {}",
-        yes_no(config.store_signing.is_some())
+        yes_no(signing)
     ));
     store.load_packages();
     scanner::initial_scan(&store);
@@ -84,9 +85,6 @@ fn serve(config: Config) -> Result<(), String> {
     let state = Arc::new(State {
         store: store.clone(),
         project_id: config.project_id,
-        signer: config
-            .store_signing
-            .map(|key| StoreSigner::new(key, &store.cache_dir)),
     });
     let http = HttpServer::start(config.bind_address, state)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));

@@ -267,6 +267,27 @@ fn architectures_are_stored_and_selected_with_fallback() {
         "3",
         Some(&elf_header(0xb7)),
     );
+    let big = make_package(
+        &work,
+        "io.example.big",
+        &[("en", "Big")],
+        &[],
+        "1",
+        Some(&vec![3u8; 2_000_000]),
+    );
+    assert_eq!(server.upload(&big)["status"], "ok");
+    let response = server.get("/package/download?id=io.example.big");
+    assert_eq!(
+        response.header("Content-Length"),
+        Some(std::fs::metadata(&big).unwrap().len().to_string().as_str())
+    );
+    assert_eq!(response.body, std::fs::read(&big).unwrap());
+    assert_eq!(
+        server
+            .post_form("/package/remove", "id=io.example.big")
+            .json()["removed"],
+        1
+    );
     let only_arm = make_package(
         &work,
         "io.example.armonly",
@@ -521,7 +542,7 @@ fn downloads_are_store_signed_for_the_hardware_id() {
         &[("en", "Signed")],
         &[],
         "1",
-        Some(&vec![1u8; 300_000]),
+        Some(&noise(300_000)),
     );
     server.upload(&package);
     let original = read(&package).unwrap();
@@ -532,6 +553,13 @@ fn downloads_are_store_signed_for_the_hardware_id() {
     ] {
         let response = server.get(&format!("/package/download?id=io.example.signed{query}"));
         assert_eq!(response.status, 200);
+        let length: usize = response
+            .header("Content-Length")
+            .expect("Content-Length")
+            .parse()
+            .unwrap();
+        assert_eq!(length, response.body.len());
+        assert!(length > 300_000);
         let path = dir.path().join("download.ampkg");
         std::fs::write(&path, &response.body).unwrap();
         let info = read(&path).unwrap();

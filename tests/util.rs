@@ -550,3 +550,16 @@ pub fn make_package(
     .unwrap();
     create(dir, &format!("{id}-{n}.ampkg"), &source, &[])
 }
+
+/// `n` pseudo-random bytes (incompressible, reproducible).
+pub fn noise(n: usize) -> Vec<u8> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

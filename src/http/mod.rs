@@ -7,6 +7,7 @@ pub mod routes;
 pub mod server;
 
 use std::io::Read;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -57,8 +58,14 @@ impl Request<'_> {
 pub enum Body {
     Empty,
     Bytes(Vec<u8>),
-    /// Streamed from a reader with a known length.
-    Stream(Box<dyn Read + Send>, u64),
+    /// Bytes shared with a cache.
+    Shared(Arc<Vec<u8>>),
+    /// `length` bytes of a file (sent with sendfile), then `tail`.
+    File {
+        file: std::fs::File,
+        length: u64,
+        tail: Vec<u8>,
+    },
 }
 
 pub struct Response {
@@ -73,10 +80,14 @@ impl Response {
     }
 
     pub fn json_bytes(bytes: Vec<u8>) -> Response {
+        Response::json_body(Body::Bytes(bytes))
+    }
+
+    pub fn json_body(body: Body) -> Response {
         Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
-            body: Body::Bytes(bytes),
+            body,
         }
     }
 
@@ -102,9 +113,11 @@ impl Response {
         match self.body {
             Body::Empty => Vec::new(),
             Body::Bytes(b) => b,
-            Body::Stream(mut r, _) => {
+            Body::Shared(b) => b.as_ref().clone(),
+            Body::File { file, length, tail } => {
                 let mut out = Vec::new();
-                let _ = r.read_to_end(&mut out);
+                let _ = file.take(length).read_to_end(&mut out);
+                out.extend_from_slice(&tail);
                 out
             }
         }

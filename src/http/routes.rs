@@ -7,7 +7,6 @@ use super::{Body, Method, Request, Response};
 use crate::console::Event;
 use crate::fsutil::TempFile;
 use crate::store::index::{Entry, ListQuery};
-use crate::store::signing::StoreSigner;
 use crate::store::{Store, display_name};
 use serde_json::json;
 use std::io::{self, Read, Write};
@@ -17,7 +16,6 @@ use std::sync::Arc;
 pub struct State {
     pub store: Arc<Store>,
     pub project_id: String,
-    pub signer: Option<StoreSigner>,
 }
 
 /// A route's handler.
@@ -59,7 +57,7 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
         architecture: request.non_empty_param("architecture").map(str::to_string),
     };
     let json = state.store.index().list_json(&query);
-    Response::json_bytes(json.as_ref().clone())
+    Response::json_body(Body::Shared(json))
 }
 
 fn category_list(_: &mut Request<'_>, state: &State) -> Response {
@@ -94,19 +92,24 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
             return Response::not_found();
         };
         let attachment = format!("attachment; filename=\"{}\"", entry.file_name());
-        let (body, length): (Box<dyn Read + Send>, u64) = match &state.signer {
+        let body = match &state.store.signer {
             None => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
-                Ok((length, file)) => (Box::new(file), length),
+                Ok((length, file)) => Body::File {
+                    file,
+                    length,
+                    tail: Vec::new(),
+                },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return download_failed(state, &entry, &e.to_string()),
             },
             Some(signer) => {
                 let hardware_id = request.param("hardware-id").unwrap_or("");
                 match signer.sign(&entry, hardware_id) {
-                    Ok(signed) => (
-                        Box::new(signed.body.chain(io::Cursor::new(signed.tail))),
-                        signed.length,
-                    ),
+                    Ok(signed) => Body::File {
+                        file: signed.body,
+                        length: signed.body_length,
+                        tail: signed.tail,
+                    },
                     Err(reason) => {
                         return download_failed(
                             state,
@@ -123,7 +126,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                 ("Content-Type", "application/octet-stream".into()),
                 ("Content-Disposition", attachment),
             ],
-            body: Body::Stream(body, length),
+            body,
         };
     }
     Response::not_found()

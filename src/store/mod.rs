@@ -78,6 +78,8 @@ pub struct Store {
     pub limits: Limits,
     pub console: Console,
     verification: Option<TrustStore>,
+    /// Store signing of downloads, when configured.
+    pub signer: Option<Arc<signing::StoreSigner>>,
     index: Mutex<Index>,
     mutation: Mutex<()>,
 }
@@ -124,14 +126,17 @@ impl Store {
         data_dir: &Path,
         limits: Limits,
         verification: Option<TrustStore>,
+        signing_key: Option<crate::package::signature::SigningKey>,
         console: Console,
     ) -> Store {
+        let cache_dir = data_dir.join(CACHE_DIR);
         Store {
+            signer: signing_key.map(|key| signing::StoreSigner::new(key, &cache_dir)),
             data_dir: data_dir.to_path_buf(),
             packages_dir: data_dir.join(PACKAGES_DIR),
             upload_dir: data_dir.join(UPLOAD_DIR),
             remove_dir: data_dir.join(REMOVE_DIR),
-            cache_dir: data_dir.join(CACHE_DIR),
+            cache_dir,
             limits,
             console,
             verification,
@@ -142,9 +147,9 @@ impl Store {
 
     /// Create the folders (`.cache/` only when downloads are store-signed) and remove what a
     /// killed earlier run left behind.
-    pub fn prepare(&self, signing: bool) -> Result<(), String> {
+    pub fn prepare(&self) -> Result<(), String> {
         let mut dirs = vec![&self.packages_dir, &self.upload_dir, &self.remove_dir];
-        if signing {
+        if self.signer.is_some() {
             dirs.push(&self.cache_dir);
         }
         for dir in dirs {
@@ -273,6 +278,9 @@ impl Store {
             .map_err(|e| format!("could not move the package into {PACKAGES_DIR}: {e}"))?;
         let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
         let entry = Arc::new(new_entry(info, destination, &file));
+        if let Some(signer) = &self.signer {
+            signer.prepare(entry.clone());
+        }
         let previous = self.index().insert(entry);
         if let Some(previous) = previous {
             previous.discard_signing_body();

@@ -21,24 +21,52 @@ use flate2::write::GzEncoder;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
 
-/// A signed download: the cached body file, then `tail`.
+/// A signed download: `body_length` bytes of the cached body file, then `tail`.
 pub struct SignedDownload {
     pub body: File,
+    pub body_length: u64,
     pub tail: Vec<u8>,
-    pub length: u64,
 }
 
 pub struct StoreSigner {
     key: SigningKey,
     cache_dir: PathBuf,
+    /// Entries whose signing body a background thread builds ahead of the first download.
+    pending: Mutex<Option<Sender<Arc<Entry>>>>,
 }
 
 impl StoreSigner {
-    pub fn new(key: SigningKey, cache_dir: &Path) -> StoreSigner {
-        StoreSigner {
+    /// A signer whose background builder thread runs until the signer is dropped.
+    pub fn new(key: SigningKey, cache_dir: &Path) -> Arc<StoreSigner> {
+        let (sender, receiver) = channel::<Arc<Entry>>();
+        let signer = Arc::new(StoreSigner {
             key,
             cache_dir: cache_dir.to_path_buf(),
+            pending: Mutex::new(Some(sender)),
+        });
+        let weak = Arc::downgrade(&signer);
+        std::thread::spawn(move || {
+            for entry in receiver {
+                let Some(signer) = weak.upgrade() else { break };
+                // Errors show at the download that needs the body.
+                let _ = signer.signing_body(&entry);
+            }
+        });
+        signer
+    }
+
+    /// Build the signing body of `entry` in the background.
+    pub fn prepare(&self, entry: Arc<Entry>) {
+        if let Some(sender) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            let _ = sender.send(entry);
         }
     }
 
@@ -63,7 +91,7 @@ impl StoreSigner {
             .len();
         Ok(SignedDownload {
             body,
-            length: body_length + tail.len() as u64,
+            body_length,
             tail,
         })
     }

@@ -69,6 +69,9 @@ pub struct Request {
 
     body_length: Option<usize>,
 
+    // appman-package-server patch: a second handle of the socket, for sendfile.
+    tcp: Option<std::sync::Arc<std::net::TcpStream>>,
+
     // true if a `100 Continue` response must be sent when `as_reader()` is called
     must_send_continue: bool,
 
@@ -236,6 +239,7 @@ where
         http_version: version,
         headers,
         body_length: content_length,
+        tcp: None,
         must_send_continue: expects_continue,
         notify_when_responded: None,
     })
@@ -469,6 +473,64 @@ impl Request {
         })
     }
 
+    pub(crate) fn with_tcp(mut self, tcp: Option<std::sync::Arc<std::net::TcpStream>>) -> Self {
+        self.tcp = tcp;
+        self
+    }
+
+    /// appman-package-server patch: send `response`'s status and headers, then `file_length`
+    /// bytes of `file` (through `send_file` when the connection is TCP, else copied), then
+    /// `tail` in one write. Content-Length is always the sum; no chunked encoding.
+    pub fn respond_with_parts(
+        mut self,
+        response: Response<io::Empty>,
+        file: Option<(std::fs::File, u64)>,
+        tail: &[u8],
+        send_file: SendFile,
+    ) -> Result<(), IoError> {
+        let res = self.respond_parts_impl(response, file, tail, send_file);
+        if let Some(sender) = self.notify_when_responded.take() {
+            sender.send(()).unwrap();
+        }
+        res
+    }
+
+    fn respond_parts_impl(
+        &mut self,
+        response: Response<io::Empty>,
+        file: Option<(std::fs::File, u64)>,
+        tail: &[u8],
+        send_file: SendFile,
+    ) -> Result<(), IoError> {
+        let mut writer = self.extract_writer_impl();
+        let file_length = file.as_ref().map_or(0, |(_, length)| *length);
+        let total = file_length as usize + tail.len();
+        let head = response
+            .with_data(io::empty(), Some(total))
+            .with_chunked_threshold(usize::MAX);
+        Self::ignore_client_closing_errors(head.raw_print(
+            writer.by_ref(),
+            self.http_version.clone(),
+            &self.headers,
+            true,
+            None,
+        ))?;
+        Self::ignore_client_closing_errors(writer.flush())?;
+        if self.method == Method::Head {
+            return Ok(());
+        }
+        if let Some((file, length)) = file {
+            // We hold this connection's writer, so nothing else writes to the socket now.
+            let sent = match &self.tcp {
+                Some(socket) => send_file(&file, length, socket),
+                None => io::copy(&mut io::Read::take(file, length), &mut writer).map(|_| ()),
+            };
+            Self::ignore_client_closing_errors(sent)?;
+        }
+        Self::ignore_client_closing_errors(writer.write_all(tail))?;
+        Self::ignore_client_closing_errors(writer.flush())
+    }
+
     pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
         self.notify_when_responded = Some(sender);
         self
@@ -496,6 +558,10 @@ impl Drop for Request {
         }
     }
 }
+
+/// appman-package-server patch: sends `length` bytes of a file from its start to a socket
+/// (the caller's sendfile(2)); see `Request::respond_with_parts`.
+pub type SendFile = fn(&std::fs::File, u64, &std::net::TcpStream) -> io::Result<()>;
 
 /// Dummy trait that regroups the `Read` and `Write` traits.
 ///

@@ -183,6 +183,27 @@ fn choose_transfer_encoding(
     TransferEncoding::Identity
 }
 
+/// appman-package-server patch: `io::copy` moves bodies in 8 KiB pieces, one `send` each;
+/// large bodies (downloads, list answers) go out much faster in larger pieces.
+fn copy_large<R: Read + ?Sized, W: Write + ?Sized>(
+    reader: &mut R,
+    writer: &mut W,
+    length: usize,
+) -> IoResult<u64> {
+    let mut buffer = vec![0u8; length.clamp(1, 256 * 1024)];
+    let mut total = 0u64;
+    loop {
+        let n = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        writer.write_all(&buffer[..n])?;
+        total += n as u64;
+    }
+}
+
 impl<R> Response<R>
 where
     R: Read,
@@ -442,7 +463,7 @@ where
                     let data_length = data_length.unwrap();
 
                     if data_length >= 1 {
-                        io::copy(&mut reader, &mut writer)?;
+                        copy_large(&mut reader, &mut writer, data_length)?;
                     }
                 }
 

@@ -118,6 +118,15 @@ impl RefinedTcpStream {
         self.stream.secure()
     }
 
+    // appman-package-server patch: a second handle of the TCP socket, for sendfile.
+    pub(crate) fn tcp_clone(&self) -> Option<std::net::TcpStream> {
+        match &self.stream {
+            Stream::Http(connection) => connection.tcp_clone(),
+            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+            Stream::Https(_) => None,
+        }
+    }
+
     pub(crate) fn peer_addr(&mut self) -> IoResult<Option<SocketAddr>> {
         self.stream.peer_addr()
     }

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# make bench: every figure of the performance goals, measured in one run on this machine.
+# Packages are made with our own packager; baselines are nginx (sendfile), wrk and gzip.
+# Usage: bench/run.sh [--quick]   (--quick: 100 packages instead of 1000 for the start-up row)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+COUNT=1000
+[ "${1:-}" = "--quick" ] && COUNT=100
+
+need=()
+for tool in nginx:nginx-light wrk:wrk curl:curl gzip:gzip openssl:openssl; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${tool%%:*}" ] || need+=("${tool##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release -q
+SERVER=$ROOT/target/release/appman-package-server
+PACKAGER=$ROOT/target/release/appman-packager
+W=$(mktemp -d /tmp/amps-bench.XXXXXX)
+chmod 755 "$W"   # nginx workers must read it
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+
+# --- helpers ------------------------------------------------------------------------------
+now() { date +%s.%N; }
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+ROWS=()
+row() { # figure, value, goal-text, ok(1/0)
+    local mark; if [ "$4" = 1 ]; then mark="meets"; else mark="MISSES"; fi
+    ROWS+=("$(printf '%-74s %12s   goal %-8s %s' "$1" "$2" "$3" "$mark")")
+    echo "  $1: $2 (goal $3, $mark)"
+}
+start_server() { # data-dir log [args...] -> sets SPID, SPORT
+    local data=$1 log=$2; shift 2
+    "$SERVER" --dd "$data" --la 127.0.0.1:0 "$@" > "$log" 2>&1 &
+    SPID=$!; PIDS+=("$SPID")
+    until grep -q "listening on" "$log"; do
+        kill -0 "$SPID" 2>/dev/null || { cat "$log"; exit 1; }
+        sleep 0.01
+    done
+    SPORT=$(grep "listening on" "$log" | sed 's/.*://')
+}
+best_speed() { # url -> bytes/s: best of 3 rounds of 10 sequential downloads
+    local best=0 t0 t1 bytes s
+    for _ in 1 2 3; do
+        bytes=0
+        t0=$(now)
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            bytes=$((bytes + $(curl -s -o /dev/null -w '%{size_download}' "$1")))
+        done
+        t1=$(now)
+        s=$(awk -v b="$bytes" -v a="$t0" -v c="$t1" 'BEGIN { print b / (c - a) }')
+        best=$(awk -v a="$best" -v b="$s" 'BEGIN { print (b > a) ? b : a }')
+    done
+    echo "$best"
+}
+source_dir() { # dir id payload-bytes
+    mkdir -p "$1"
+    cp testdata/sample/icon.png "$1/"
+    sed "s/io.example.hello/$2/g" testdata/sample/info.yaml > "$1/info.yaml"
+    head -c "$3" /dev/urandom | base64 -w 0 > "$1/payload.txt"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
+
+# --- the 64 MiB package --------------------------------------------------------------------
+echo "making a 64 MiB package"
+source_dir "$W/big" io.example.big $((48 * 1024 * 1024))
+"$PACKAGER" create-package "$W/big.ampkg" "$W/big"
+SIZE=$(stat -c %s "$W/big.ampkg")
+echo "  package: $((SIZE / 1024 / 1024)) MiB"
+
+# --- upload ---------------------------------------------------------------------------------
+mkdir -p "$W/d1"
+start_server "$W/d1" "$W/d1.log"
+MAIN_PID=$SPID; MAIN_PORT=$SPORT
+gzip -dc < "$W/big.ampkg" | sha256sum > /dev/null   # warm the page cache
+t0=$(now); gzip -dc < "$W/big.ampkg" | sha256sum > /dev/null; t1=$(now)
+BASE=$(calc "$t1 - $t0")
+t0=$(now); curl -s -T "$W/big.ampkg" "http://127.0.0.1:$MAIN_PORT/package/upload" > "$W/up.json"; t1=$(now)
+grep -q '"status":"ok"' "$W/up.json" || { cat "$W/up.json"; exit 1; }
+UP=$(calc "$t1 - $t0")
+echo "  upload ${UP}s, gzip -dc | sha256sum ${BASE}s"
+ok=$(awk -v a="$UP" -v b="$BASE" 'BEGIN { print (a / b <= 1.5) ? 1 : 0 }')
+row "upload (PUT) 64 MiB incl. verification / gzip -dc | sha256sum (time)" "$(calc "$UP / $BASE")" "<= 1.5" "$ok"
+
+# --- unsigned download vs nginx -------------------------------------------------------------
+mkdir -p "$W/www" "$W/nginx"
+cp "$W/big.ampkg" "$W/www/big.ampkg"
+cat > "$W/nginx/nginx.conf" <<NGINX
+worker_processes 2;
+pid $W/nginx/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    types { application/json json; }
+    default_type application/octet-stream;
+    server { listen 127.0.0.1:18081; root $W/www; }
+}
+NGINX
+"$NGINX" -c "$W/nginx/nginx.conf" -p "$W/nginx"
+trap 'kill $(cat "$W/nginx/nginx.pid") 2>/dev/null || true; cleanup' EXIT
+until curl -s -o /dev/null "http://127.0.0.1:18081/big.ampkg"; do sleep 0.01; done
+NGINX_SPEED=$(best_speed "http://127.0.0.1:18081/big.ampkg")
+OURS_SPEED=$(best_speed "http://127.0.0.1:$MAIN_PORT/package/download?id=io.example.big")
+echo "  download: ours $(calc "$OURS_SPEED / 1e6") MB/s, nginx $(calc "$NGINX_SPEED / 1e6") MB/s"
+ok=$(awk -v a="$OURS_SPEED" -v b="$NGINX_SPEED" 'BEGIN { print (a / b >= 0.8) ? 1 : 0 }')
+row "unsigned download 64 MiB, MB/s, ours / nginx (sendfile)" "$(calc "$OURS_SPEED / $NGINX_SPEED")" ">= 0.8" "$ok"
+
+# --- peak RSS after the upload and 8 parallel downloads ------------------------------------
+for i in 1 2 3 4 5 6 7 8; do
+    curl -s -o /dev/null "http://127.0.0.1:$MAIN_PORT/package/download?id=io.example.big" &
+done
+wait $(jobs -p | grep -v "^$MAIN_PID$") 2>/dev/null || true
+RSS=$(awk '/VmHWM/ {print $2}' "/proc/$MAIN_PID/status")
+ok=$(awk -v a="$RSS" 'BEGIN { print (a / 1024 <= 64) ? 1 : 0 }')
+row "peak RSS after the 64 MiB upload and 8 parallel downloads, MiB" "$(calc "$RSS / 1024")" "<= 64" "$ok"
+
+# --- store-signed download ------------------------------------------------------------------
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/store.key" -out "$W/store.crt" -days 30 -subj "/CN=bench store" 2>/dev/null
+openssl pkcs12 -export -inkey "$W/store.key" -in "$W/store.crt" -out "$W/store.p12" -passout pass:password 2>/dev/null
+mkdir -p "$W/d2/.packages"
+cp "$W/big.ampkg" "$W/d2/.packages/io.example.big_all.ampkg"
+start_server "$W/d2" "$W/d2.log" --sc "$W/store.p12" --sp password
+SIGNED_URL="http://127.0.0.1:$SPORT/package/download?id=io.example.big&hardware-id=08154711"
+t0=$(now); curl -s -o "$W/signed.ampkg" "$SIGNED_URL"; t1=$(now)
+echo "  first signed download (builds the signing cache): $(calc "$t1 - $t0")s"
+"$PACKAGER" store-verify-package "$W/signed.ampkg" "$W/store.crt" 08154711
+SIGNED_SPEED=$(best_speed "$SIGNED_URL")
+UNSIGNED_SPEED=$(best_speed "http://127.0.0.1:$MAIN_PORT/package/download?id=io.example.big")
+echo "  signed $(calc "$SIGNED_SPEED / 1e6") MB/s, unsigned $(calc "$UNSIGNED_SPEED / 1e6") MB/s"
+ok=$(awk -v a="$SIGNED_SPEED" -v b="$UNSIGNED_SPEED" 'BEGIN { print (a / b >= 0.8) ? 1 : 0 }')
+row "store-signed download (hardware id) / unsigned download, MB/s" "$(calc "$SIGNED_SPEED / $UNSIGNED_SPEED")" ">= 0.8" "$ok"
+
+# --- start-up with many packages -------------------------------------------------------------
+PER=$((1024 * 1024 * 1024 / COUNT))
+echo "making $COUNT packages of about $((PER / 1024)) KiB"
+mkdir -p "$W/d3/.packages"
+source_dir "$W/many" io.example.p0 $((PER * 100 / 101))
+for i in $(seq 1 "$COUNT"); do
+    sed -i "s/io.example.p[0-9]*/io.example.p$i/g" "$W/many/info.yaml"
+    head -c 64 /dev/urandom | base64 -w 0 > "$W/many/unique.txt"
+    "$PACKAGER" create-package "$W/d3/.packages/io.example.p${i}_all.ampkg" "$W/many"
+done
+TOTAL=$(du -cb "$W"/d3/.packages/*.ampkg | tail -1 | cut -f1)
+echo "  total $((TOTAL / 1024 / 1024)) MiB"
+gzip -dc "$W"/d3/.packages/*.ampkg > /dev/null   # warm the page cache
+t0=$(now); gzip -dc "$W"/d3/.packages/*.ampkg > /dev/null; t1=$(now)
+GZ=$(calc "$t1 - $t0")
+t0=$(now); start_server "$W/d3" "$W/d3.log"; t1=$(now)
+START=$(calc "$t1 - $t0")
+MANY_PORT=$SPORT
+echo "  start-up ${START}s, gzip -dc ${GZ}s"
+ok=$(awk -v a="$START" -v b="$GZ" 'BEGIN { print (a / b <= 1.2) ? 1 : 0 }')
+row "start-up until listening, $COUNT packages / gzip -dc of all (time)" "$(calc "$START / $GZ")" "<= 1.2" "$ok"
+
+# --- list latency and throughput ---------------------------------------------------------------
+LIST="/package/list?architecture=linux_x86_64"
+curl -s "http://127.0.0.1:$MANY_PORT$LIST" > "$W/www/list.json"
+echo "  list answer: $(stat -c %s "$W/www/list.json") bytes"
+wrk -t1 -c1 -d5s --latency "http://127.0.0.1:$MANY_PORT$LIST" > "$W/wrk1.txt"
+MEDIAN=$(awk '$1 == "50%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$W/wrk1.txt")
+ok=$(awk -v a="$MEDIAN" 'BEGIN { print (a <= 2) ? 1 : 0 }')
+row "/package/list?architecture=... with $COUNT packages, median latency, ms" "$MEDIAN" "<= 2" "$ok"
+OURS_RPS=$(wrk -t2 -c16 -d10s "http://127.0.0.1:$MANY_PORT$LIST" | awk '/Requests\/sec/ {print $2}')
+NGINX_RPS=$(wrk -t2 -c16 -d10s "http://127.0.0.1:18081/list.json" | awk '/Requests\/sec/ {print $2}')
+echo "  list: ours $OURS_RPS req/s, nginx $NGINX_RPS req/s"
+ok=$(awk -v a="$OURS_RPS" -v b="$NGINX_RPS" 'BEGIN { print (a / b >= 0.5) ? 1 : 0 }')
+row "same list, requests/s with wrk -t2 -c16, ours / nginx (static file)" "$(calc "$OURS_RPS / $NGINX_RPS")" ">= 0.5" "$ok"
+
+echo
+echo "Results ($(date -u +%Y-%m-%d), $(nproc) cores, loopback):"
+printf '%s\n' "${ROWS[@]}"
