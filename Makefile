@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run test fmt fmt-check lint bench clean
+.PHONY: build release run test test-long fmt fmt-check lint bench fuzz clean
 
 build:
 	$(CARGO) build
@@ -25,6 +25,11 @@ run: release
 test: fmt-check lint
 	$(CARGO) test --all-targets
 
+# Everything in `test`, plus the long reliability tests (300 slow clients and their closing
+# within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).
+test-long: fmt-check lint
+	$(CARGO) test --all-targets -- --include-ignored
+
 fmt:
 	$(CARGO) fmt --all
 
@@ -39,6 +44,10 @@ lint:
 # The performance figures (needs nginx, wrk, curl: installed with apt-get when missing).
 bench:
 	bench/run.sh
+
+# Run each fuzz target for FUZZ_SECONDS (default 600); needs the nightly toolchain.
+fuzz:
+	fuzz/run.sh
 
 clean:
 	$(CARGO) clean

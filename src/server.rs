@@ -53,6 +53,7 @@ fn serve(config: Config) -> Result<(), String> {
     let console = Console::from_environment();
     let lock = DirLock::acquire(&config.data_directory)?;
     let signals = ShutdownSignal::install()?;
+    raise_file_limit();
     scanner::ignore_lease_signals();
     let signing = config.store_signing.is_some();
     let store = Arc::new(Store::new(
@@ -96,6 +97,22 @@ fn serve(config: Config) -> Result<(), String> {
     store.remove_own_temp_files();
     lock.release();
     Ok(())
+}
+
+/// Every connection and open download takes a file descriptor; the usual soft limit of 1024
+/// is too low for hundreds of clients, so raise it to the hard limit (at most 65536).
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit structure.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max.min(65536).max(limit.rlim_cur);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// The write end of the self-pipe the signal handler writes to.

@@ -422,11 +422,23 @@ pub fn emit_value(out: &mut String, node: &Node, indent: usize) {
     }
 }
 
-/// Write map entries as block lines at `indent`.
+/// Longest key written as an implicit (`key: value`) key; YAML allows 1024 characters.
+const MAX_IMPLICIT_KEY: usize = 1000;
+
+/// Write map entries as block lines at `indent`. A key too long for YAML's implicit keys is
+/// written explicitly (`? key` then `: value`), as libyaml does.
 pub fn emit_map_entries(out: &mut String, entries: &[(String, Node)], indent: usize) {
     for (key, value) in entries {
+        let key = emit_key(key);
         out.push_str(&" ".repeat(indent));
-        out.push_str(&emit_key(key));
+        if key.chars().count() > MAX_IMPLICIT_KEY {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+        } else {
+            out.push_str(&key);
+        }
         out.push(':');
         emit_value(out, value, indent);
     }
@@ -581,6 +593,29 @@ mod tests {
         assert!(dup.0.contains("duplicate"), "{dup}");
         let key = parse_documents("? [a]\n: 1\n", &limits).unwrap_err();
         assert!(key.0.contains("keys must be strings"), "{key}");
+    }
+
+    #[test]
+    fn long_keys_are_emitted_as_explicit_keys() {
+        // Found by the yaml_metadata fuzz target: a 1086-character key did not parse back.
+        let long = "k".repeat(2000);
+        let node = Node::Map(vec![
+            (long.clone(), Node::string("v")),
+            (
+                "m".into(),
+                Node::Map(vec![(
+                    long.clone(),
+                    Node::Map(vec![("a".into(), Node::string("b"))]),
+                )]),
+            ),
+        ]);
+        let Node::Map(entries) = &node else {
+            unreachable!()
+        };
+        let mut out = String::new();
+        emit_map_entries(&mut out, entries, 0);
+        assert!(out.starts_with("? "), "{out}");
+        assert_eq!(to_json(&parse_one(&out)), to_json(&node));
     }
 
     #[test]

@@ -227,15 +227,19 @@ fn methods_paths_and_parameters() {
         server.post_form("/package/icon", "id=io.example.a").status,
         200
     );
-    // Percent-encoding and odd bytes are decoded or refused without harm.
+    // Valid percent-encoding is decoded; malformed encoding and non-UTF-8 bytes are refused.
     assert_eq!(
         server.get("/hello?project-id=PRO%4aECT").json(),
         json!({"status": "ok"})
     );
-    assert_eq!(
-        server.get("/hello?project-id=%zz%ff").json(),
-        json!({"status": "incompatible-project-id"})
-    );
+    for bad in [
+        "/hello?project-id=%zz",
+        "/hello?project-id=%ff%fe",
+        "/package/list?filter=%",
+    ] {
+        assert_eq!(server.get(bad).status, 400, "{bad}");
+    }
+    assert_eq!(server.post_form("/package/remove", "id=%e0%80").status, 400);
 }
 
 #[test]

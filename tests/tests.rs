@@ -2,7 +2,9 @@
 
 mod util;
 
+mod hostile;
 mod packager;
 mod readme;
+mod robustness;
 mod server;
 mod vectors;

@@ -563,3 +563,85 @@ pub fn noise(n: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A tar stream built by hand, so tests can write anything a hostile client could.
+#[derive(Default)]
+pub struct RawTar {
+    pub bytes: Vec<u8>,
+}
+
+/// A ustar header block for `name` of type `kind` declaring `size` bytes.
+pub fn tar_header(name: &[u8], kind: u8, size: u64) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let n = name.len().min(100);
+    h[..n].copy_from_slice(&name[..n]);
+    h[100..108].copy_from_slice(b"0000400\0");
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    h
+}
+
+pub const TEST_HEADER: &str = "%YAML 1.1\n---\nformatType: 'am-package-header'\nformatVersion: 2\n---\ndiskSpaceUsed: 4096\npackageId: 'io.example.hostile'\n";
+pub const TEST_INFO: &str = "formatVersion: 1\nformatType: am-package\n---\nid: 'io.example.hostile'\nicon: 'icon.png'\nname: {en: 'Hostile'}\napplications:\n- id: 'io.example.hostile'\n  runtime: 'native'\n  code: 'x'\n";
+
+impl RawTar {
+    /// An entry with `data`, declaring its length.
+    pub fn entry(mut self, name: &[u8], kind: u8, data: &[u8]) -> Self {
+        self.bytes
+            .extend_from_slice(&tar_header(name, kind, data.len() as u64));
+        self.bytes.extend_from_slice(data);
+        self.bytes.resize(self.bytes.len().div_ceil(512) * 512, 0);
+        self
+    }
+
+    pub fn file(self, name: &str, data: &[u8]) -> Self {
+        self.entry(name.as_bytes(), b'0', data)
+    }
+
+    /// A valid header, info.yaml and icon: the start of every hostile package.
+    pub fn valid_start() -> Self {
+        RawTar::default()
+            .file("--PACKAGE-HEADER--", TEST_HEADER.as_bytes())
+            .file("info.yaml", TEST_INFO.as_bytes())
+            .file("icon.png", b"\x89PNG fake")
+    }
+
+    /// `valid_start` plus the footer with the right digest: a complete, valid package.
+    pub fn valid() -> Self {
+        let mut digest = amps::package::digest::PackageDigest::default();
+        for (name, data) in [
+            ("info.yaml", TEST_INFO.as_bytes()),
+            ("icon.png", &b"\x89PNG fake"[..]),
+        ] {
+            digest.add_file_data(data);
+            digest.finish_file(data.len() as u64, name);
+        }
+        let footer = amps::package::writer::footer_text(&digest.finish());
+        RawTar::valid_start().file("--PACKAGE-FOOTER--", footer.as_bytes())
+    }
+
+    /// The end-of-archive blocks, gzip'd.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.bytes.extend_from_slice(&[0u8; 1024]);
+        gzip(&self.bytes)
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Read a package from memory with the default limits.
+pub fn read_bytes(bytes: &[u8]) -> Result<amps::package::PackageInfo, amps::package::PackageError> {
+    amps::package::read_package(bytes, &amps::package::Limits::default())
+}

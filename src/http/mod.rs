@@ -9,6 +9,36 @@ pub mod server;
 use std::io::Read;
 use std::sync::Arc;
 
+/// Decoded request parameters, in order.
+pub type Params = Vec<(String, String)>;
+
+/// Split a request target into its path and decoded query parameters. Malformed
+/// percent-encoding and parameters that are not UTF-8 are refused (400), not guessed at.
+pub fn parse_target(target: &str) -> Result<(&str, Params), String> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    Ok((path, parse_form(query.as_bytes())?))
+}
+
+/// Decode `application/x-www-form-urlencoded` parameters, strictly.
+pub fn parse_form(bytes: &[u8]) -> Result<Params, String> {
+    let mut rest = bytes;
+    while let Some(at) = rest.iter().position(|&b| b == b'%') {
+        let hex = rest.get(at + 1..at + 3);
+        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+            return Err("malformed percent-encoding in the parameters".into());
+        }
+        rest = &rest[at + 3..];
+    }
+    // Separators are ASCII, so the whole decodes as UTF-8 exactly when every part does.
+    if percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .is_err()
+    {
+        return Err("the parameters are not valid UTF-8".into());
+    }
+    Ok(form_urlencoded::parse(bytes).into_owned().collect())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Get,
@@ -35,7 +65,7 @@ pub struct Request<'a> {
     pub method: Method,
     pub path: String,
     /// Query parameters, then (for form POSTs) body parameters, in order.
-    pub params: Vec<(String, String)>,
+    pub params: Params,
     pub content_length: Option<u64>,
     pub body: &'a mut dyn Read,
 }
@@ -72,6 +102,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(&'static str, String)>,
     pub body: Body,
+    /// Close the connection after this answer (the request's body was broken or unread).
+    pub close: bool,
 }
 
 impl Response {
@@ -88,6 +120,7 @@ impl Response {
             status: 200,
             headers: vec![("Content-Type", "application/json".into())],
             body,
+            close: false,
         }
     }
 
@@ -96,11 +129,18 @@ impl Response {
             status,
             headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
             body: Body::Bytes(format!("{message}\n").into_bytes()),
+            close: false,
         }
     }
 
     pub fn not_found() -> Response {
         Response::status(404, "Not Found")
+    }
+
+    /// This answer, closing the connection afterwards.
+    pub fn closing(mut self) -> Response {
+        self.close = true;
+        self
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
@@ -128,5 +168,32 @@ impl Response {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_targets_strictly() {
+        let (path, params) = parse_target("/package/list?category=a+b&filter=h%C3%A9").unwrap();
+        assert_eq!(path, "/package/list");
+        assert_eq!(
+            params,
+            [
+                ("category".into(), "a b".into()),
+                ("filter".into(), "hé".into())
+            ]
+        );
+        assert_eq!(parse_target("/hello").unwrap().1, []);
+        assert!(parse_target("/hello?x=%zz").is_err());
+        assert!(parse_target("/hello?x=%4").is_err());
+        assert!(parse_target("/hello?x=%ff%fe").is_err());
+        assert!(parse_form(b"a=\xff").is_err());
+        assert_eq!(
+            parse_form(b"a=%41&&b").unwrap(),
+            [("a".into(), "A".into()), ("b".into(), "".into())]
+        );
     }
 }

@@ -80,6 +80,7 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
             status: 200,
             headers: vec![("Content-Type", "image/png".into())],
             body: Body::Bytes(icon),
+            close: false,
         },
         None => Response::not_found(),
     }
@@ -127,6 +128,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                 ("Content-Disposition", attachment),
             ],
             body,
+            close: false,
         };
     }
     Response::not_found()
@@ -142,29 +144,36 @@ fn download_failed(state: &State, entry: &Entry, reason: &str) -> Response {
 
 fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
     let store = &state.store;
-    let fail = |message: String| Response::json(&json!({ "status": "fail", "message": message }));
     let limit = store.limits.max_package_size;
-    if request.content_length.is_some_and(|n| n > limit) {
-        let message = too_large(limit);
+    // A failure before the whole body was read closes the connection: its rest is useless.
+    let failed = |file: &str, status: u16, message: String| {
         store.report(
             "Upload via HTTP:",
             &[Event::Failed {
-                file: "upload".into(),
+                file: file.to_string(),
                 reason: message.clone(),
             }],
         );
-        return fail(message);
+        let mut response = Response::json(&json!({ "status": "fail", "message": message }));
+        response.status = status;
+        response.close = status != 200;
+        response
+    };
+    if request.content_length.is_some_and(|n| n > limit) {
+        return failed("upload", 200, too_large(limit)).closing();
     }
     let mut temp = match TempFile::new_in(&store.data_dir) {
         Ok(t) => t,
-        Err(e) => return fail(format!("could not store the upload: {e}")),
+        Err(e) => return failed("upload", 200, format!("could not store the upload: {e}")),
     };
     let name = display_name(temp.path());
-    let received = match receive_body(request.body, &mut temp, limit) {
-        Ok(()) => store.install(temp.path()),
-        Err(message) => Err(message),
-    };
-    match received {
+    match receive_body(request.body, &mut temp, limit, request.content_length) {
+        Ok(()) => {}
+        // The package was never complete: a client or transport error.
+        Err(Received::Broken(message)) => return failed(&name, 400, message),
+        Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
+    }
+    match store.install(temp.path()) {
         Ok(installed) => {
             store.report("Upload via HTTP:", &[installed.event()]);
             Response::json(&json!({
@@ -174,25 +183,28 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
                 "architecture": installed.arch,
             }))
         }
-        Err(message) => {
-            store.report(
-                "Upload via HTTP:",
-                &[Event::Failed {
-                    file: name,
-                    reason: message.clone(),
-                }],
-            );
-            fail(message)
-        }
+        Err(message) => failed(&name, 200, message),
     }
+}
+
+/// Why an upload body could not be received.
+enum Received {
+    Broken(String),
+    TooLarge,
 }
 
 fn too_large(limit: u64) -> String {
     format!("the package is larger than the maximum package size of {limit} bytes")
 }
 
-/// Copy the request body into `temp`, refusing more than `limit` bytes.
-fn receive_body(body: &mut dyn Read, temp: &mut TempFile, limit: u64) -> Result<(), String> {
+/// Copy the request body into `temp`, refusing more than `limit` bytes, and checking it
+/// is as long as the client announced.
+fn receive_body(
+    body: &mut dyn Read,
+    temp: &mut TempFile,
+    limit: u64,
+    announced: Option<u64>,
+) -> Result<(), Received> {
     let mut buffer = vec![0u8; 256 * 1024];
     let mut total = 0u64;
     loop {
@@ -200,20 +212,27 @@ fn receive_body(body: &mut dyn Read, temp: &mut TempFile, limit: u64) -> Result<
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("the upload was interrupted: {e}")),
+            Err(e) => return Err(Received::Broken(format!("the upload was interrupted: {e}"))),
         };
         total += n as u64;
         if total > limit {
-            return Err(too_large(limit));
+            return Err(Received::TooLarge);
         }
         temp.write_all(&buffer[..n])
-            .map_err(|e| format!("could not store the upload: {e}"))?;
+            .map_err(|e| Received::Broken(format!("could not store the upload: {e}")))?;
+    }
+    if let Some(announced) = announced
+        && total < announced
+    {
+        return Err(Received::Broken(format!(
+            "the upload ended after {total} of {announced} bytes"
+        )));
     }
     if total == 0 {
-        return Err("the upload is empty".into());
+        return Err(Received::Broken("the upload is empty".into()));
     }
     temp.flush()
-        .map_err(|e| format!("could not store the upload: {e}"))
+        .map_err(|e| Received::Broken(format!("could not store the upload: {e}")))
 }
 
 fn package_remove(request: &mut Request<'_>, state: &State) -> Response {

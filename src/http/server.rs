@@ -20,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a connection may stay silent (reading) or stalled (writing).
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a connection may stay silent (reading) or stalled (writing). A stalled upload
+/// can wait twice (our body read, then tiny_http's drain of the rest): 40 s at most.
+pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest form-encoded POST body we read for parameters.
 const MAX_FORM_BODY: u64 = 64 * 1024;
 /// Number of request workers.
@@ -116,7 +117,8 @@ fn set_option<T>(listener: &TcpListener, level: i32, option: i32, value: &T) -> 
 
 fn worker(server: &tiny_http::Server, state: &State, stopping: &AtomicBool) {
     while !stopping.load(Ordering::SeqCst) {
-        let Ok(request) = server.recv() else { break };
+        // An error here is `unblock` (we are stopping) or a passing accept problem.
+        let Ok(request) = server.recv() else { continue };
         if stopping.load(Ordering::SeqCst) {
             let _ = request.respond(tiny_http::Response::empty(503));
             break;
@@ -126,6 +128,29 @@ fn worker(server: &tiny_http::Server, state: &State, stopping: &AtomicBool) {
 }
 
 fn serve(mut request: tiny_http::Request, state: &State) {
+    let response = match read_parameters(&mut request) {
+        Ok((method, path, params)) => {
+            let content_length = request.body_length().map(|n| n as u64);
+            let mut ours = Request {
+                method,
+                path,
+                params,
+                content_length,
+                body: request.as_reader(),
+            };
+            catch_unwind(AssertUnwindSafe(|| handle(&mut ours, state)))
+                .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
+        }
+        Err(response) => response,
+    };
+    let _ = respond(request, response);
+}
+
+/// The method, the path and the parameters (query, then the form body of a POST), or the
+/// 4xx answer for a request whose parameters cannot be read.
+fn read_parameters(
+    request: &mut tiny_http::Request,
+) -> Result<(Method, String, super::Params), Response> {
     let method = match request.method() {
         tiny_http::Method::Get => Method::Get,
         tiny_http::Method::Post => Method::Post,
@@ -133,11 +158,9 @@ fn serve(mut request: tiny_http::Request, state: &State) {
         tiny_http::Method::Head => Method::Head,
         _ => Method::Other,
     };
-    let url = request.url().to_string();
-    let (path, query) = url.split_once('?').unwrap_or((&url, ""));
-    let mut params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-        .into_owned()
-        .collect();
+    let bad_request = |message: String| Response::status(400, &format!("Bad Request: {message}"));
+    let (path, mut params) = super::parse_target(request.url()).map_err(bad_request)?;
+    let path = path.to_string();
     let is_form = request.headers().iter().any(|h| {
         h.field.equiv("Content-Type")
             && h.value
@@ -145,39 +168,28 @@ fn serve(mut request: tiny_http::Request, state: &State) {
                 .to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
     });
-    let content_length = request.body_length().map(|n| n as u64);
-    let response = if method == Method::Post && is_form {
-        match read_form(request.as_reader()) {
-            Ok(body) => {
-                params.extend(form_urlencoded::parse(&body).into_owned());
-                None
-            }
-            Err(response) => Some(response),
-        }
-    } else {
-        None
-    };
-    let response = response.unwrap_or_else(|| {
-        let mut ours = Request {
-            method,
-            path: path.to_string(),
-            params,
-            content_length,
-            body: request.as_reader(),
-        };
-        catch_unwind(AssertUnwindSafe(|| handle(&mut ours, state)))
-            .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
-    });
-    let _ = respond(request, response);
+    if method == Method::Post && is_form {
+        let announced = request.body_length();
+        let body = read_form(request.as_reader(), announced)?;
+        params.extend(super::parse_form(&body).map_err(bad_request)?);
+    }
+    Ok((method, path, params))
 }
 
-fn read_form(body: &mut dyn Read) -> Result<Vec<u8>, Response> {
+/// Read a form body of at most `MAX_FORM_BODY` bytes, complete as announced.
+fn read_form(body: &mut dyn Read, announced: Option<usize>) -> Result<Vec<u8>, Response> {
     let mut bytes = Vec::new();
     body.take(MAX_FORM_BODY + 1)
         .read_to_end(&mut bytes)
-        .map_err(|_| Response::status(400, "Bad Request"))?;
+        .map_err(|_| Response::status(400, "Bad Request: the body could not be read"))?;
     if bytes.len() as u64 > MAX_FORM_BODY {
         return Err(Response::status(413, "Payload Too Large"));
+    }
+    if announced.is_some_and(|n| bytes.len() < n) {
+        return Err(Response::status(
+            400,
+            "Bad Request: the body is shorter than announced",
+        ));
     }
     Ok(bytes)
 }
@@ -198,12 +210,13 @@ fn respond(request: tiny_http::Request, response: Response) -> io::Result<()> {
         Some(0),
         None,
     );
+    let close = response.close;
     match response.body {
-        Body::Empty => request.respond_with_parts(head, None, &[], send_file),
-        Body::Bytes(bytes) => request.respond_with_parts(head, None, &bytes, send_file),
-        Body::Shared(bytes) => request.respond_with_parts(head, None, &bytes, send_file),
+        Body::Empty => request.respond_with_parts(head, None, &[], send_file, close),
+        Body::Bytes(bytes) => request.respond_with_parts(head, None, &bytes, send_file, close),
+        Body::Shared(bytes) => request.respond_with_parts(head, None, &bytes, send_file, close),
         Body::File { file, length, tail } => {
-            request.respond_with_parts(head, Some((file, length)), &tail, send_file)
+            request.respond_with_parts(head, Some((file, length)), &tail, send_file, close)
         }
     }
 }

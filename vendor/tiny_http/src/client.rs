@@ -47,6 +47,25 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// appman-package-server patch: the request line or headers exceed a limit; the status
+    /// to answer with (414 or 431) before closing.
+    TooLarge(u16),
+}
+
+// appman-package-server patch: limits on what a client may send before its body. The
+// original read lines and headers without bound, so one connection could exhaust memory.
+const MAX_REQUEST_LINE: usize = 64 * 1024;
+const MAX_HEADER_LINE: usize = 64 * 1024;
+const MAX_HEADERS: usize = 256;
+const MAX_HEADER_BYTES: usize = 256 * 1024;
+
+/// A line that was too long becomes `TooLarge(status)`, other errors stay I/O errors.
+fn too_large_or(error: IoError, status: u16) -> ReadError {
+    if error.kind() == ErrorKind::InvalidData {
+        ReadError::TooLarge(status)
+    } else {
+        ReadError::ReadIoError(error)
+    }
 }
 
 impl ClientConnection {
@@ -82,11 +101,14 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(&mut self, limit: usize) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
         loop {
+            if buf.len() > limit {
+                return Err(IoError::new(ErrorKind::InvalidData, "line too long"));
+            }
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
@@ -112,7 +134,9 @@ impl ClientConnection {
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line(MAX_REQUEST_LINE)
+                    .map_err(|e| too_large_or(e, 414))?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -122,12 +146,19 @@ impl ClientConnection {
             // getting all headers
             let headers = {
                 let mut headers = Vec::new();
+                let mut header_bytes = 0;
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line(MAX_HEADER_LINE)
+                        .map_err(|e| too_large_or(e, 431))?;
 
                     if line.is_empty() {
                         break;
                     };
+                    header_bytes += line.len();
+                    if headers.len() >= MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+                        return Err(ReadError::TooLarge(431));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -225,23 +256,21 @@ impl Iterator for ClientConnection {
                     return None; // TODO: should be recoverable, but needs handling in case of body
                 }
 
+                Err(ReadError::TooLarge(status)) => {
+                    let writer = self.sink.next().unwrap();
+                    let response = Response::new_empty(StatusCode(status));
+                    response
+                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
+                        .ok();
+                    return None; // the rest of the request is unread: close
+                }
+
                 Err(ReadError::ReadIoError(_)) => return None,
 
                 Ok(rq) => rq,
             };
 
             // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
-            }
 
             // updating the status of the connection
             let connection_header = rq
@@ -291,7 +320,13 @@ fn parse_request_line(line: &str) -> Result<(Method, String, HTTPVersion), ReadE
 
     let method = parts.next().and_then(|w| w.parse().ok());
     let path = parts.next().map(ToOwned::to_owned);
-    let version = parts.next().and_then(|w| parse_http_version(w).ok());
+    // appman-package-server patch: a version above 1.1 is refused here, with 400 and a close.
+    // The original answered 505 after creating the request, through the connection's next
+    // writer, which waits for the request's own writer: the connection hung forever.
+    let version = parts
+        .next()
+        .and_then(|w| parse_http_version(w).ok())
+        .filter(|v| *v <= (1, 1));
 
     method
         .and_then(|method| Some((method, path?, version?)))

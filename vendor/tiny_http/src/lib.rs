@@ -180,6 +180,9 @@ pub struct ServerConfig {
     pub ssl: Option<SslConfig>,
 }
 
+/// appman-package-server patch: most connections served at once (one thread each).
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// Configuration of the server for SSL.
 #[derive(Debug, Clone)]
 pub struct SslConfig {
@@ -288,7 +291,7 @@ impl Server {
         let inside_messages = messages.clone();
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+            let active_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
@@ -317,12 +320,23 @@ impl Server {
                     Err(e) => Err(e),
                 };
 
+                // appman-package-server patch: one thread per connection, at most
+                // MAX_CONNECTIONS at once. The original TaskPool decided whether to add a
+                // thread from a waiting-thread count that lags behind notify_one, so a burst of
+                // connections was queued behind a few threads held by idle clients. And an
+                // accept error (EMFILE, ECONNABORTED) ended the accept loop for good, and its
+                // error made `recv` callers quit: now we pause briefly and go on.
                 match new_client {
                     Ok(client) => {
+                        if active_connections.load(Relaxed) >= MAX_CONNECTIONS {
+                            continue; // dropping `client` closes the connection
+                        }
                         let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                        let active = active_connections.clone();
+                        active.fetch_add(1, Relaxed);
+                        let spawned = thread::Builder::new()
+                            .stack_size(256 * 1024)
+                            .spawn(move || {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
                                     let (sender, receiver) = mpsc::channel();
@@ -335,14 +349,16 @@ impl Server {
                                         messages.push(rq.into());
                                     }
                                 }
-                            }
-                        }));
+                                active.fetch_sub(1, Relaxed);
+                            });
+                        if spawned.is_err() {
+                            active_connections.fetch_sub(1, Relaxed);
+                        }
                     }
 
                     Err(e) => {
                         log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        thread::sleep(std::time::Duration::from_millis(10));
                     }
                 }
             }

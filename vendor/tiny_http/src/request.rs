@@ -103,6 +103,55 @@ impl<R> Drop for NotifyOnDrop<R> {
     }
 }
 
+/// appman-package-server patch: chunked_transfer's decoder reports a body cut off in the middle
+/// of a chunk as a normal end (`Ok(0)`). A proper end ("0\r\n\r\n") never needs the socket's
+/// EOF, so an end reported after the socket hit EOF is a truncated body: an error.
+struct ChunkedBody<R> {
+    decoder: Decoder<EofFlag<R>>,
+    hit_eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct EofFlag<R> {
+    inner: R,
+    hit_eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for EofFlag<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.hit_eof.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+impl<R: Read> ChunkedBody<R> {
+    fn new(inner: R) -> Self {
+        let hit_eof = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        ChunkedBody {
+            decoder: Decoder::new(EofFlag {
+                inner,
+                hit_eof: hit_eof.clone(),
+            }),
+            hit_eof,
+        }
+    }
+}
+
+impl<R: Read> Read for ChunkedBody<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.decoder.read(buf)?;
+        if n == 0 && !buf.is_empty() && self.hit_eof.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the chunked body ended before its last chunk",
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Error that can happen when building a `Request` object.
 #[derive(Debug)]
 pub enum RequestCreationError {
@@ -221,7 +270,7 @@ where
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        Box::new(FusedReader::new(ChunkedBody::new(source_data))) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -480,15 +529,23 @@ impl Request {
 
     /// appman-package-server patch: send `response`'s status and headers, then `file_length`
     /// bytes of `file` (through `send_file` when the connection is TCP, else copied), then
-    /// `tail` in one write. Content-Length is always the sum; no chunked encoding.
+    /// `tail` in one write. Content-Length is always the sum; no chunked encoding. With
+    /// `close`, the socket is shut down afterwards: for a request whose body is broken, so
+    /// that neither the drain of its rest nor the wait for a next request holds the connection.
     pub fn respond_with_parts(
         mut self,
         response: Response<io::Empty>,
         file: Option<(std::fs::File, u64)>,
         tail: &[u8],
         send_file: SendFile,
+        close: bool,
     ) -> Result<(), IoError> {
         let res = self.respond_parts_impl(response, file, tail, send_file);
+        if close {
+            if let Some(socket) = &self.tcp {
+                let _ = socket.shutdown(std::net::Shutdown::Both);
+            }
+        }
         if let Some(sender) = self.notify_when_responded.take() {
             sender.send(()).unwrap();
         }
