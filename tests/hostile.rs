@@ -4,6 +4,24 @@
 use crate::util::*;
 use serde_json::json;
 
+/// A valid start followed by 100,000 directory entries.
+fn many_entries() -> Vec<u8> {
+    let mut many = RawTar::valid_start();
+    for i in 0..100_000 {
+        many.bytes
+            .extend_from_slice(&tar_header(format!("d{i}/").as_bytes(), b'5', 0));
+    }
+    many.finish()
+}
+
+/// A 4 GiB file of zeros, of which the first 4 MiB are there (a few KiB compressed).
+fn zip_bomb() -> Vec<u8> {
+    let mut zeros = RawTar::valid_start().bytes;
+    zeros.extend_from_slice(&tar_header(b"zeros", b'0', 4 << 30));
+    zeros.extend_from_slice(&vec![0u8; 4 << 20]);
+    gzip(&zeros)
+}
+
 fn rejection(bytes: &[u8]) -> String {
     match read_bytes(bytes) {
         Ok(info) => panic!("accepted a hostile package: {}", info.id),
@@ -162,22 +180,14 @@ fn oversized_metadata_entry_counts_and_contents_hit_their_limits() {
         "entry 'info.yaml' is 20971520 bytes, more than the maximum metadata size",
     );
 
-    let mut many = RawTar::valid_start();
-    for i in 0..100_000 {
-        many.bytes
-            .extend_from_slice(&tar_header(format!("d{i}/").as_bytes(), b'5', 0));
-    }
     assert_rejected(
-        &many.finish(),
+        &many_entries(),
         "more than 10000 entries (the maximum entry count)",
     );
 
     // A 4 GiB file of zeros: refused from its header, before any of it is inflated.
-    let mut zeros = RawTar::valid_start().bytes;
-    zeros.extend_from_slice(&tar_header(b"zeros", b'0', 4 << 30));
-    zeros.extend_from_slice(&vec![0u8; 4 << 20]);
     assert_rejected(
-        &gzip(&zeros),
+        &zip_bomb(),
         "exceeds the maximum uncompressed size of 2147483648 bytes",
     );
     // Smaller limits hold while data streams too.
@@ -240,14 +250,6 @@ fn the_server_survives_hostile_uploads() {
         let server = Server::start(dir.path(), &[]);
         (dir, server)
     };
-    let mut many = RawTar::valid_start();
-    for i in 0..100_000 {
-        many.bytes
-            .extend_from_slice(&tar_header(format!("d{i}/").as_bytes(), b'5', 0));
-    }
-    let mut zeros = RawTar::valid_start().bytes;
-    zeros.extend_from_slice(&tar_header(b"zeros", b'0', 4 << 30));
-    zeros.extend_from_slice(&vec![0u8; 4 << 20]);
     let mut random = vec![0x1f, 0x8b];
     random.extend_from_slice(&noise(1 << 20));
     let hostile = [
@@ -273,8 +275,8 @@ fn the_server_survives_hostile_uploads() {
         RawTar::default()
             .file("--PACKAGE-HEADER--", &vec![b'#'; 20 << 20])
             .finish(),
-        many.finish(),
-        gzip(&zeros),
+        many_entries(),
+        zip_bomb(),
         random,
     ];
     for package in &hostile {
@@ -288,24 +290,10 @@ fn the_server_survives_hostile_uploads() {
             json!({"status": "ok"})
         );
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    let peak_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let peak_kib = server.peak_rss_kib();
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
     assert!(server.files(".packages").is_empty());
-    let left: Vec<String> = server
-        .files("")
-        .into_iter()
-        .filter(|f| f.contains("tmp"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(server.temp_files(), Vec::<String>::new());
     assert_eq!(server.list(""), json!([]));
     drop(dir);
 }

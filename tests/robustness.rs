@@ -144,12 +144,7 @@ fn malformed_http_gets_a_4xx_or_a_close_never_a_5xx() {
     assert!(huge.starts_with("HTTP/1.1 200"), "{huge}");
     assert!(huge.ends_with(r#"{"status":"fail","message":"the package is larger than the maximum package size of 1073741824 bytes"}"#), "{huge}");
     assert!(server.files(".packages").is_empty());
-    let left: Vec<String> = server
-        .files("")
-        .into_iter()
-        .filter(|f| f.contains("tmp"))
-        .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(server.temp_files(), Vec::<String>::new());
 }
 
 /// Idle connections that never finish their headers and one upload stalled mid-body do not
@@ -446,13 +441,11 @@ fn killed_mid_upload(rounds: usize) {
                 .files(".packages")
                 .contains(&"io.example.folder_all.ampkg".to_string())
         });
-        let left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|f| f.contains("tmp"))
-            .collect();
-        assert!(left.is_empty(), "round {round}: {left:?}");
+        assert_eq!(
+            restarted.temp_files(),
+            Vec::<String>::new(),
+            "round {round}"
+        );
         for file in restarted.files(".packages") {
             read(&dir.path().join(".packages").join(&file))
                 .unwrap_or_else(|e| panic!("round {round}: {file}: {e}"));

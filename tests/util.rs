@@ -412,6 +412,18 @@ impl Server {
         self.get(&format!("/package/list{query}")).json()
     }
 
+    /// Our temporary files left in the data directory.
+    pub fn temp_files(&self) -> Vec<String> {
+        temp_files(&self.data)
+    }
+
+    /// The server's peak resident memory so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
     /// Files in a folder of the data directory, sorted by name.
     pub fn files(&self, folder: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.data.join(folder))
@@ -431,6 +443,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Our temporary files (named with `fsutil::TEMP_MARKER`) in `dir`.
+pub fn temp_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(amps::fsutil::TEMP_MARKER))
+        .collect()
 }
 
 /// One HTTP/1.1 request on a new connection.

@@ -108,11 +108,7 @@ pub struct Response {
 
 impl Response {
     pub fn json(value: &serde_json::Value) -> Response {
-        Response::json_bytes(value.to_string().into_bytes())
-    }
-
-    pub fn json_bytes(bytes: Vec<u8>) -> Response {
-        Response::json_body(Body::Bytes(bytes))
+        Response::json_body(Body::Bytes(value.to_string().into_bytes()))
     }
 
     pub fn json_body(body: Body) -> Response {
@@ -146,54 +142,5 @@ impl Response {
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
-    }
-
-    /// The body as bytes, for tests.
-    pub fn body_bytes(self) -> Vec<u8> {
-        match self.body {
-            Body::Empty => Vec::new(),
-            Body::Bytes(b) => b,
-            Body::Shared(b) => b.as_ref().clone(),
-            Body::File { file, length, tail } => {
-                let mut out = Vec::new();
-                let _ = file.take(length).read_to_end(&mut out);
-                out.extend_from_slice(&tail);
-                out
-            }
-        }
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_targets_strictly() {
-        let (path, params) = parse_target("/package/list?category=a+b&filter=h%C3%A9").unwrap();
-        assert_eq!(path, "/package/list");
-        assert_eq!(
-            params,
-            [
-                ("category".into(), "a b".into()),
-                ("filter".into(), "hé".into())
-            ]
-        );
-        assert_eq!(parse_target("/hello").unwrap().1, []);
-        assert!(parse_target("/hello?x=%zz").is_err());
-        assert!(parse_target("/hello?x=%4").is_err());
-        assert!(parse_target("/hello?x=%ff%fe").is_err());
-        assert!(parse_form(b"a=\xff").is_err());
-        assert_eq!(
-            parse_form(b"a=%41&&b").unwrap(),
-            [("a".into(), "A".into()), ("b".into(), "".into())]
-        );
     }
 }

@@ -232,7 +232,8 @@ impl Store {
         if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
             return Err(format!("unexpected file name, expected {expected}"));
         }
-        Ok(new_entry(info, path.to_path_buf(), &file))
+        let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
+        Ok(new_entry(info, path.to_path_buf(), inode))
     }
 
     /// Read and check a package file: format, digest, and (when configured) the developer
@@ -272,12 +273,9 @@ impl Store {
                 result: InstallResult::NoChanges,
             });
         }
-        file.sync_all()
-            .map_err(|e| format!("could not write {}: {e}", destination.display()))?;
-        fs::rename(path, &destination)
+        let inode = move_into_place(path, &file, &destination)
             .map_err(|e| format!("could not move the package into {PACKAGES_DIR}: {e}"))?;
-        let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
-        let entry = Arc::new(new_entry(info, destination, &file));
+        let entry = Arc::new(new_entry(info, destination, inode));
         if let Some(signer) = &self.signer {
             signer.prepare(entry.clone());
         }
@@ -386,8 +384,31 @@ impl Entry {
     }
 }
 
-fn new_entry(info: PackageInfo, path: PathBuf, file: &File) -> Entry {
-    let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
+/// Put the verified file at `source` (open as `file`) at `destination`, complete or not at all:
+/// synced, then renamed; across file systems, copied to a temporary file beside the
+/// destination first, and the source removed afterwards. Returns the destination's inode.
+fn move_into_place(source: &Path, file: &File, destination: &Path) -> io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    file.sync_all()?;
+    match fs::rename(source, destination) {
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let dir = destination.parent().unwrap_or(Path::new("."));
+            let mut temp = crate::fsutil::TempFile::new_in(dir)?;
+            let mut reader = file;
+            reader.seek(SeekFrom::Start(0))?;
+            io::copy(&mut reader, temp.file())?;
+            temp.persist(destination)?;
+            let _ = fs::remove_file(source);
+        }
+        other => other?,
+    }
+    if let Some(dir) = destination.parent() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(fs::metadata(destination)?.ino())
+}
+
+fn new_entry(info: PackageInfo, path: PathBuf, inode: u64) -> Entry {
     Entry {
         info,
         path,
