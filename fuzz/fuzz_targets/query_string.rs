@@ -20,7 +20,13 @@ fuzz_target!(|data: &[u8]| {
 fn form_urlencoded_like(params: &[(String, String)]) -> String {
     params
         .iter()
-        .map(|(k, v)| format!("{}={}", amps::store::index::percent_encode(k), amps::store::index::percent_encode(v)))
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                amps::store::index::percent_encode(k),
+                amps::store::index::percent_encode(v)
+            )
+        })
         .collect::<Vec<_>>()
         .join("&")
 }

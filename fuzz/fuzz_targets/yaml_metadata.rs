@@ -8,12 +8,16 @@ use amps::yaml::{Node, YamlLimits, emit_map_entries, parse_documents, to_json};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let _ = parse_header(text);
     let _ = merge_footer(text, &mut Footer::default());
     let _ = parse_info(text);
     let _ = amps::config::parse_config_file(text);
-    let Ok(docs) = parse_documents(text, &YamlLimits::default()) else { return };
+    let Ok(docs) = parse_documents(text, &YamlLimits::default()) else {
+        return;
+    };
     for doc in &docs {
         let mut bytes = Vec::new();
         write_variant(&mut bytes, doc);
@@ -25,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
             let again = again.first().cloned().unwrap_or(Node::Map(Vec::new()));
             let (a, b) = (to_json(doc), to_json(&again));
             // NaN never equals itself; compare its text instead.
-            assert_eq!(a.to_string(), b.to_string(), "types changed:\n{text}\n---\n{emitted}");
+            assert_eq!(
+                a.to_string(),
+                b.to_string(),
+                "types changed:\n{text}\n---\n{emitted}"
+            );
         }
     }
 });

@@ -97,11 +97,11 @@ fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<(
     )
 }
 
-fn set_option<T>(listener: &TcpListener, level: i32, option: i32, value: &T) -> io::Result<()> {
+fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> io::Result<()> {
     // SAFETY: a valid socket descriptor and a value of the size we pass.
     let result = unsafe {
         libc::setsockopt(
-            listener.as_raw_fd(),
+            socket.as_raw_fd(),
             level,
             option,
             (value as *const T).cast(),
@@ -222,8 +222,18 @@ fn respond(request: tiny_http::Request, response: Response) -> io::Result<()> {
 }
 
 /// Send `length` bytes of `file`, from its start, with sendfile(2): no copy through user
-/// space. Safe for us because package files are never changed in place, only replaced.
+/// space. Safe for us because package files are never changed in place, only replaced. The
+/// socket is corked meanwhile (as nginx's `tcp_nopush`): with `TCP_NODELAY` alone, every
+/// pushed piece may leave as a small segment.
 fn send_file(file: &File, length: u64, socket: &TcpStream) -> io::Result<()> {
+    let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
+    cork(1)?;
+    let sent = send_file_corked(file, length, socket);
+    cork(0)?;
+    sent
+}
+
+fn send_file_corked(file: &File, length: u64, socket: &TcpStream) -> io::Result<()> {
     let mut offset: libc::off_t = 0;
     let mut left = length;
     while left > 0 {
