@@ -291,6 +291,7 @@ fn the_server_survives_hostile_uploads() {
         );
     }
     let peak_kib = server.peak_rss_kib();
+    eprintln!("peak RSS after the hostile uploads: {} KiB", peak_kib);
     assert!(peak_kib < 200 * 1024, "peak RSS {peak_kib} KiB");
     assert!(server.files(".packages").is_empty());
     assert_eq!(server.temp_files(), Vec::<String>::new());
