@@ -23,12 +23,12 @@ run: release
 
 # Everything CI runs: formatting, lints, and all tests.
 test: fmt-check lint
-	$(CARGO) test --all-targets
+	$(CARGO) test --lib --tests
 
 # Everything in `test`, plus the long reliability tests (300 slow clients and their closing
 # within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).
 test-long: fmt-check lint
-	$(CARGO) test --all-targets -- --include-ignored
+	$(CARGO) test --lib --tests -- --include-ignored
 
 fmt:
 	$(CARGO) fmt --all

@@ -13,6 +13,23 @@ use std::io::{self, BufRead, Read};
 /// The two bytes every gzip stream starts with.
 pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// The input does not start with the gzip magic: it is no package at all.
+#[derive(Debug)]
+pub struct WrongFileType;
+
+impl std::fmt::Display for WrongFileType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wrong file type")
+    }
+}
+
+impl std::error::Error for WrongFileType {}
+
+/// Whether `error` is `WrongFileType`.
+pub fn is_wrong_file_type(error: &io::Error) -> bool {
+    error.get_ref().is_some_and(|e| e.is::<WrongFileType>())
+}
+
 /// Decompresses concatenated gzip members, accepting trailing zero padding.
 pub struct GzipMembers<R: BufRead> {
     state: State<R>,
@@ -29,10 +46,7 @@ impl<R: BufRead> GzipMembers<R> {
     /// Starts reading; fails with `wrong file type` unless the input starts with the gzip magic.
     pub fn new(mut input: R) -> io::Result<Self> {
         if !starts_with_magic(&mut input)? {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "wrong file type",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidData, WrongFileType));
         }
         Ok(GzipMembers {
             state: State::Member(GzDecoder::new(input)),

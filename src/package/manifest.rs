@@ -41,14 +41,20 @@ pub struct Manifest {
     pub categories: Vec<String>,
 }
 
-/// Parse a YAML text whose first document must be `formatType`/`formatVersion`.
-/// Returns the format version and the remaining documents.
+/// A metadata text: its format document checked, and its body.
+struct Formatted {
+    format_type: String,
+    version: i128,
+    body: Node,
+}
+
+/// Parse a YAML text of two documents, the first stating `formatType`/`formatVersion`.
 fn parse_with_format(
     text: &str,
     what: &str,
     format_types: &[&str],
     versions: &[i128],
-) -> Result<(i128, String, Vec<Node>), String> {
+) -> Result<Formatted, String> {
     let mut docs = parse_documents(text, &YamlLimits::default())
         .map_err(|e| format!("{what} is not valid YAML: {e}"))?;
     if docs.len() != 2 {
@@ -58,7 +64,21 @@ fn parse_with_format(
         ));
     }
     let body = docs.pop().unwrap_or(Node::Map(Vec::new()));
-    let format = &docs[0];
+    let (format_type, version) = check_format(&docs[0], what, format_types, versions)?;
+    Ok(Formatted {
+        format_type,
+        version,
+        body,
+    })
+}
+
+/// Check a format document; returns its type and version.
+fn check_format(
+    format: &Node,
+    what: &str,
+    format_types: &[&str],
+    versions: &[i128],
+) -> Result<(String, i128), String> {
     let format_type = format
         .get("formatType")
         .and_then(Node::as_text)
@@ -69,9 +89,8 @@ fn parse_with_format(
             format_types.join("' or '")
         ));
     }
-    let version = format.get("formatVersion").and_then(Node::as_integer);
-    match version {
-        Some(v) if versions.contains(&v) => Ok((v, format_type.to_string(), vec![body])),
+    match format.get("formatVersion").and_then(Node::as_integer) {
+        Some(v) if versions.contains(&v) => Ok((format_type.to_string(), v)),
         _ => Err(format!(
             "{what} has an unsupported formatVersion '{}'",
             format
@@ -93,8 +112,8 @@ fn expect_map<'a>(node: &'a Node, what: &str) -> Result<&'a [(String, Node)], St
 /// Parse the text of `--PACKAGE-HEADER--`.
 pub fn parse_header(text: &str) -> Result<Header, String> {
     const WHAT: &str = "the package header";
-    let (version, _, docs) = parse_with_format(text, WHAT, &["am-package-header"], &[1, 2])?;
-    let body = &docs[0];
+    let header = parse_with_format(text, WHAT, &["am-package-header"], &[1, 2])?;
+    let (version, body) = (header.version, &header.body);
     expect_map(body, WHAT)?;
     let id_field = if version == 1 {
         "applicationId"
@@ -144,7 +163,7 @@ pub fn merge_footer(text: &str, footer: &mut Footer) -> Result<(), String> {
     if let Some(first) = docs.first()
         && first.get("formatType").is_some()
     {
-        let (_, _, _) = parse_with_format(text, WHAT, &["am-package-footer"], &[1, 2])?;
+        check_format(first, WHAT, &["am-package-footer"], &[1, 2])?;
         footer.has_format = true;
         data = &docs[1..];
     }
@@ -168,9 +187,8 @@ pub fn merge_footer(text: &str, footer: &mut Footer) -> Result<(), String> {
 /// Parse `info.yaml`, in the current (`am-package`) or legacy (`am-application`) format.
 pub fn parse_info(text: &str) -> Result<Manifest, String> {
     const WHAT: &str = "info.yaml";
-    let (_, format_type, docs) =
-        parse_with_format(text, WHAT, &["am-package", "am-application"], &[1])?;
-    let body = &docs[0];
+    let info = parse_with_format(text, WHAT, &["am-package", "am-application"], &[1])?;
+    let (format_type, body) = (info.format_type.as_str(), &info.body);
     expect_map(body, WHAT)?;
     let id = body
         .get("id")

@@ -95,7 +95,9 @@ impl ReadState {
         let size = entry.size();
         self.uncompressed = self.uncompressed.saturating_add(size);
         if self.uncompressed > limits.max_uncompressed_size {
-            return Err(uncompressed_limit(limits.max_uncompressed_size));
+            return Err(PackageError::Limit(uncompressed_limit_message(
+                limits.max_uncompressed_size,
+            )));
         }
         let kind = entry.header().entry_type();
         let is_dir = kind == EntryType::Directory;
@@ -450,10 +452,8 @@ fn drain_padding<R: Read>(guard: TarGuard<R>) -> Result<(), PackageError> {
     }
 }
 
-fn uncompressed_limit(max: u64) -> PackageError {
-    PackageError::Limit(format!(
-        "the package's content exceeds the maximum uncompressed size of {max} bytes"
-    ))
+fn uncompressed_limit_message(max: u64) -> String {
+    format!("the package's content exceeds the maximum uncompressed size of {max} bytes")
 }
 
 /// Marks an I/O error as a limit violation, so it keeps its meaning through the tar layer.
@@ -484,7 +484,7 @@ fn read_error(error: io::Error) -> PackageError {
             None => e.source(),
         };
     }
-    if error.to_string() == "wrong file type" {
+    if super::gzip::is_wrong_file_type(&error) {
         return PackageError::invalid("wrong file type");
     }
     PackageError::invalid(format!("the package data is corrupt: {error}"))
@@ -612,10 +612,7 @@ impl<R: Read> Read for TarGuard<R> {
                 .max_total
                 .saturating_add(self.max_total / 8 + (1 << 20))
         {
-            return Err(limit_io_error(format!(
-                "the package's content exceeds the maximum uncompressed size of {} bytes",
-                self.max_total
-            )));
+            return Err(limit_io_error(uncompressed_limit_message(self.max_total)));
         }
         self.observe(&buf[..n])?;
         Ok(n)
