@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// How long a connection may stay silent (reading) or stalled (writing). A stalled upload
-/// can wait twice (our body read, then tiny_http's drain of the rest): 40 s at most.
+/// How long a connection may stay silent (reading) or stalled (writing). A stalled upload is
+/// answered 400 after one such wait and its connection shut down at once.
 pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest form-encoded POST body we read for parameters.
 const MAX_FORM_BODY: u64 = 64 * 1024;
