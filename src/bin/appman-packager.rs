@@ -171,31 +171,46 @@ fn parse_args(
     let creating = command == "create-package";
     let usage_error = |e: lexopt::Error| Failure::Usage(e.to_string(), usage);
     while let Some(arg) = parser.next().map_err(usage_error)? {
+        if creating && let Some((signed, from_file)) = metadata_option(&arg) {
+            let value = parser.value().map_err(usage_error)?;
+            let (name, yaml) = if from_file {
+                read_text_file(&value)?
+            } else {
+                let what = if signed {
+                    "--extra-signed-metadata"
+                } else {
+                    "--extra-metadata"
+                };
+                (what.to_string(), text(&value)?)
+            };
+            let target = if signed {
+                &mut args.extra_signed
+            } else {
+                &mut args.extra
+            };
+            merge_map(target, &yaml, &name)?;
+            continue;
+        }
         match arg {
             Short('h') | Long("help") => return Ok(None),
             Long("verbose") => args.verbose = true,
             Long("json") if creating => args.json = true,
-            Short('m') | Long("extra-metadata") if creating => {
-                let snippet = text(&parser.value().map_err(usage_error)?)?;
-                merge_map(&mut args.extra, &snippet, "--extra-metadata")?;
-            }
-            Short('M') | Long("extra-metadata-file") if creating => {
-                let (name, content) = read_text_file(&parser.value().map_err(usage_error)?)?;
-                merge_map(&mut args.extra, &content, &name)?;
-            }
-            Short('s') | Long("extra-signed-metadata") if creating => {
-                let snippet = text(&parser.value().map_err(usage_error)?)?;
-                merge_map(&mut args.extra_signed, &snippet, "--extra-signed-metadata")?;
-            }
-            Short('S') | Long("extra-signed-metadata-file") if creating => {
-                let (name, content) = read_text_file(&parser.value().map_err(usage_error)?)?;
-                merge_map(&mut args.extra_signed, &content, &name)?;
-            }
             Value(value) => args.positional.push(value),
             other => return Err(Failure::Usage(other.unexpected().to_string(), usage)),
         }
     }
     Ok(Some(args))
+}
+
+/// For `-m`/`-M`/`-s`/`-S` and their long names: (signed, from a file).
+fn metadata_option(arg: &lexopt::Arg<'_>) -> Option<(bool, bool)> {
+    match arg {
+        Short('m') | Long("extra-metadata") => Some((false, false)),
+        Short('M') | Long("extra-metadata-file") => Some((false, true)),
+        Short('s') | Long("extra-signed-metadata") => Some((true, false)),
+        Short('S') | Long("extra-signed-metadata-file") => Some((true, true)),
+        _ => None,
+    }
 }
 
 fn text(value: &OsString) -> Result<String, Failure> {
