@@ -24,21 +24,26 @@ run: release
 # Everything CI runs: formatting, lints, and all tests.
 test: fmt-check lint
 	$(CARGO) test --lib --tests
+	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
 
 # Everything in `test`, plus the long reliability tests (300 slow clients and their closing
 # within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).
 test-long: fmt-check lint
 	$(CARGO) test --lib --tests -- --include-ignored
+	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path vendor/tiny_http/Cargo.toml
 
 fmt-check:
-	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check; \
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then $(CARGO) fmt --all -- --check && \
+		$(CARGO) fmt --manifest-path vendor/tiny_http/Cargo.toml -- --check; \
 	else echo "NOTICE: rustfmt is not installed, formatting not checked"; fi
 
 lint:
-	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --all-targets -- -D warnings; \
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then $(CARGO) clippy --all-targets -- -D warnings && \
+		$(CARGO) clippy --manifest-path vendor/tiny_http/Cargo.toml --all-targets -- -D warnings; \
 	else echo "NOTICE: clippy is not installed, lints not checked"; fi
 
 # The performance figures (needs nginx, wrk, curl: installed with apt-get when missing).

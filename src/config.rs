@@ -7,6 +7,7 @@ file, applies the command line over it and checks every value (start-up errors, 
 Certificates are loaded here too, so a wrong file or password stops the start, naming the file.
 */
 
+use crate::http::server::ConnectionLimits;
 use crate::package::Limits;
 use crate::package::signature::{SigningKey, TrustStore};
 use crate::yaml::{Node, YamlLimits, emit_map_entries, parse_documents};
@@ -42,6 +43,11 @@ Options:
                                 Largest total content of a package (default: 2 GiB).
   --max-entries <n>             Most archive entries in a package (default: 10000).
   --max-metadata-size <bytes>   Largest header, footer, info.yaml or icon (default: 4 MiB).
+  --max-connections <n>         Most HTTP connections open at once (default: 4096, and at
+                                most half of the file descriptors the server may open).
+  --max-connections-per-client <n>
+                                Most HTTP connections open at once from one IPv4 address or
+                                IPv6 /64 (default: 64).
   -h, --help                    Show this help.
   --version                     Show the version.
 ";
@@ -57,6 +63,14 @@ pub struct Args {
     pub developer_ca_certificates: Vec<PathBuf>,
     pub create_config: bool,
     pub limits: LimitArgs,
+    pub connections: ConnectionArgs,
+}
+
+/// Connection limits given on the command line or in the config file.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ConnectionArgs {
+    pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
 }
 
 /// Limits given on the command line or in the config file.
@@ -110,6 +124,13 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             Long("max-metadata-size") => {
                 out.limits.max_metadata_size = Some(number(parser.value().map_err(e)?)?)
             }
+            Long("max-connections") => {
+                out.connections.max_connections = Some(number(parser.value().map_err(e)?)?)
+            }
+            Long("max-connections-per-client") => {
+                out.connections.max_connections_per_client =
+                    Some(number(parser.value().map_err(e)?)?)
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -139,6 +160,7 @@ pub struct Config {
     pub store_signing: Option<SigningKey>,
     pub developer_verification: Option<TrustStore>,
     pub limits: Limits,
+    pub connection_limits: ConnectionLimits,
 }
 
 /// The settings of `amps-config.yaml` (all optional).
@@ -150,6 +172,7 @@ pub struct FileSettings {
     pub store_sign_password: Option<String>,
     pub developer_ca_certificates: Vec<PathBuf>,
     pub limits: LimitArgs,
+    pub connections: ConnectionArgs,
     /// The file's body map, to keep settings we do not touch when writing it back.
     body: Vec<(String, Node)>,
 }
@@ -207,6 +230,7 @@ impl Config {
         let bind_address = parse_listen_address(&listen_address).map_err(ConfigError::Startup)?;
         check_project_id(&project_id).map_err(ConfigError::Startup)?;
         let limits = effective_limits(&args.limits, &file.limits);
+        let connection_limits = effective_connection_limits(&args.connections, &file.connections);
 
         if args.create_config {
             write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
@@ -238,6 +262,7 @@ impl Config {
             store_signing,
             developer_verification,
             limits,
+            connection_limits,
         })
     }
 }
@@ -291,6 +316,26 @@ fn effective_limits(args: &LimitArgs, file: &LimitArgs) -> Limits {
             .max_metadata_size
             .or(file.max_metadata_size)
             .unwrap_or(defaults.max_metadata_size),
+    }
+}
+
+fn effective_connection_limits(args: &ConnectionArgs, file: &ConnectionArgs) -> ConnectionLimits {
+    let defaults = ConnectionLimits::default();
+    let pick = |arg: Option<u64>, file: Option<u64>, default: usize| {
+        arg.or(file)
+            .map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    ConnectionLimits {
+        max_connections: pick(
+            args.max_connections,
+            file.max_connections,
+            defaults.max_connections,
+        ),
+        max_connections_per_client: pick(
+            args.max_connections_per_client,
+            file.max_connections_per_client,
+            defaults.max_connections_per_client,
+        ),
     }
 }
 
@@ -394,6 +439,10 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "maxUncompressedSize" => settings.limits.max_uncompressed_size = Some(size()?),
             "maxEntries" => settings.limits.max_entries = Some(size()?),
             "maxMetadataSize" => settings.limits.max_metadata_size = Some(size()?),
+            "maxConnections" => settings.connections.max_connections = Some(size()?),
+            "maxConnectionsPerClient" => {
+                settings.connections.max_connections_per_client = Some(size()?)
+            }
             other => return Err(format!("unknown field '{other}'")),
         }
     }
@@ -455,22 +504,20 @@ fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<()
             None,
         );
     }
-    set(
-        "maxPackageSize",
-        args.limits.max_package_size.map(number),
-        None,
-    );
-    set(
-        "maxUncompressedSize",
-        args.limits.max_uncompressed_size.map(number),
-        None,
-    );
-    set("maxEntries", args.limits.max_entries.map(number), None);
-    set(
-        "maxMetadataSize",
-        args.limits.max_metadata_size.map(number),
-        None,
-    );
+    let numbers = [
+        ("maxPackageSize", args.limits.max_package_size),
+        ("maxUncompressedSize", args.limits.max_uncompressed_size),
+        ("maxEntries", args.limits.max_entries),
+        ("maxMetadataSize", args.limits.max_metadata_size),
+        ("maxConnections", args.connections.max_connections),
+        (
+            "maxConnectionsPerClient",
+            args.connections.max_connections_per_client,
+        ),
+    ];
+    for (key, value) in numbers {
+        set(key, value.map(number), None);
+    }
 
     let mut text =
         "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\n".to_string();
@@ -512,6 +559,8 @@ mod tests {
             "--cc",
             "--max-entries",
             "5",
+            "--max-connections-per-client",
+            "8",
         ])
         .unwrap() else {
             panic!()
@@ -524,6 +573,7 @@ mod tests {
         );
         assert!(a.create_config);
         assert_eq!(a.limits.max_entries, Some(5));
+        assert_eq!(a.connections.max_connections_per_client, Some(8));
         assert_eq!(args(&["--help"]).unwrap(), Command::Help);
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["--dd"]).is_err());

@@ -6,7 +6,7 @@ code. Usage errors exit 1, start-up errors print `ERROR: <message>` and exit 2.
 use crate::config::{Command, Config, ConfigError, USAGE, parse_args};
 use crate::console::Console;
 use crate::http::routes::State;
-use crate::http::server::HttpServer;
+use crate::http::server::{ConnectionLimits, HttpServer};
 use crate::scanner::{self, Scanner};
 use crate::store::{DirLock, Store};
 use std::ffi::OsString;
@@ -87,7 +87,8 @@ fn serve(config: Config) -> Result<(), String> {
         store: store.clone(),
         project_id: config.project_id,
     });
-    let http = HttpServer::start(config.bind_address, state)?;
+    let connection_limits = fit_to_file_limit(config.connection_limits, &console);
+    let http = HttpServer::start(config.bind_address, connection_limits, state, console)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));
     let scanner = Scanner::start(store.clone())?;
 
@@ -112,6 +113,37 @@ fn raise_file_limit() {
             limit.rlim_cur = limit.rlim_max.min(65536).max(limit.rlim_cur);
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+/// Descriptors kept for everything but connections (packages, the scanner, the console).
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// At most as many connections as the descriptor limit allows, counting two per connection
+/// (its socket and the file it downloads or uploads into), so that running out of
+/// descriptors refuses connections with 503 instead of failing uploads and downloads.
+fn fit_to_file_limit(limits: ConnectionLimits, console: &Console) -> ConnectionLimits {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid rlimit structure.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return limits;
+    }
+    let fits = usize::try_from(limit.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if limits.max_connections <= fits {
+        return limits;
+    }
+    console.heading(&format!(
+        "Connections: at most {fits}, as the file descriptor limit is {}",
+        limit.rlim_cur
+    ));
+    ConnectionLimits {
+        max_connections: fits,
+        ..limits
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod attacks;
 mod hostile;
 mod packager;
 mod readme;

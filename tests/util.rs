@@ -306,10 +306,42 @@ impl Server {
         Server::launch(command, cwd)
     }
 
-    fn spawn(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], wait: bool) -> Server {
+    /// Start as `start` does, with at most `files` open file descriptors (soft and hard).
+    pub fn start_with_file_limit(
+        data: &Path,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+        files: u64,
+    ) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Server::command(data, args);
+        // SAFETY: only setrlimit, which is async-signal-safe, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: files,
+                    rlim_max: files,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        let mut server = Server::launch(command, data);
+        server.wait_until_listening();
+        server
+    }
+
+    fn command(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
         command.arg("--dd").arg(data).arg("--la").arg("127.0.0.1:0");
         command.args(args.iter().map(|a| a.as_ref()));
+        command
+    }
+
+    fn spawn(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], wait: bool) -> Server {
+        let command = Server::command(data, args);
         let mut server = Server::launch(command, data);
         if wait {
             server.wait_until_listening();
@@ -455,6 +487,52 @@ pub fn temp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A TCP connection to `127.0.0.1:port` from the local address `source` (any address of
+/// 127.0.0.0/8 works on Linux), so that tests can be several clients.
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let address = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, bound and connected with valid sockaddr_in structures; on success
+    // the descriptor is owned by the TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = address(source, 0);
+        let bound = libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), size);
+        assert_eq!(
+            bound,
+            0,
+            "bind {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        let remote = address(std::net::Ipv4Addr::LOCALHOST, port);
+        let connected = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), size);
+        assert_eq!(connected, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// One HTTP/1.1 request from `source` on a new connection.
+pub fn http_from(
+    source: std::net::Ipv4Addr,
+    port: u16,
+    method: &str,
+    target: &str,
+    body: &[u8],
+) -> HttpResponse {
+    let stream = connect_from(source, port);
+    exchange(stream, method, target, &[], body)
+}
+
 /// One HTTP/1.1 request on a new connection.
 pub fn http(
     port: u16,
@@ -463,7 +541,18 @@ pub fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    exchange(stream, method, target, headers, body)
+}
+
+/// Send one request with `Connection: close` on `stream` and read the whole answer.
+fn exchange(
+    mut stream: TcpStream,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();

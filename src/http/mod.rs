@@ -1,6 +1,7 @@
 /*!
 HTTP: our own request and response types (`routes` is plain functions over them, testable
-without sockets), and the tiny_http worker pool that feeds them (`server`).
+without sockets), and the server that feeds them from tiny_http's connection threads
+(`server`).
 */
 
 pub mod routes;
@@ -67,6 +68,8 @@ pub struct Request<'a> {
     /// Query parameters, then (for form POSTs) body parameters, in order.
     pub params: Params,
     pub content_length: Option<u64>,
+    /// The client's address (`None` in tests without a socket).
+    pub client: Option<std::net::SocketAddr>,
     pub body: &'a mut dyn Read,
 }
 

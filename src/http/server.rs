@@ -1,100 +1,241 @@
 /*!
-The HTTP server: a pool of worker threads, each looping on one `tiny_http::Server::recv()`.
+The HTTP server: our fork of tiny_http (`vendor/tiny_http`) serves every connection end to end
+on a thread of its own and calls `App::handle` there for each request, one at a time. We turn
+its request into ours, run the route, and turn our response into its, with sendfile for files.
 
-tiny_http parses requests on its own connection threads; our workers turn each request into
-our `Request`, run the route, and stream the `Response` back. Every accepted socket has read
-and write timeouts: tiny_http has no setting for them, but Linux copies `SO_RCVTIMEO` and
-`SO_SNDTIMEO` from the listening socket to the sockets it accepts, so we set them on the
-listener we hand to tiny_http. A panic in a route becomes a 500, never a dead worker.
+Everything that protects clients from each other lives in the fork: deadlines for request heads,
+a minimum rate for bodies, write timeouts, strict framing, and connection caps in all and per
+client. What lives here is the policy: the caps from the configuration, capped again by the
+file descriptors we have, and the console line when a client hits one. A panic in a route
+becomes a 500 for that request only.
 */
 
 use super::routes::{State, handle};
 use super::{Body, Method, Request, Response};
+use crate::console::Console;
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// How long a connection may stay silent (reading) or stalled (writing). A stalled upload is
-/// answered 400 after one such wait and its connection shut down at once.
-pub const SOCKET_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest form-encoded POST body we read for parameters.
 const MAX_FORM_BODY: u64 = 64 * 1024;
-/// Number of request workers.
-pub const WORKERS: usize = 16;
+/// A client that hits a connection limit is named on the console at most this often.
+const REFUSAL_REPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// Clients remembered for that; beyond, the oldest reports are forgotten.
+const REFUSAL_REPORT_CLIENTS: usize = 4096;
+
+/// How many connections the server keeps open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        let defaults = tiny_http::ServerConfig::default();
+        ConnectionLimits {
+            max_connections: defaults.max_connections,
+            max_connections_per_client: defaults.max_connections_per_client,
+        }
+    }
+}
 
 pub struct HttpServer {
-    server: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
-    stopping: Arc<AtomicBool>,
+    server: tiny_http::Server,
     pub local_addr: SocketAddr,
 }
 
 impl HttpServer {
-    /// Bind `address` and start the workers.
-    pub fn start(address: SocketAddr, state: Arc<State>) -> Result<HttpServer, String> {
+    /// Bind `address` and serve it.
+    pub fn start(
+        address: SocketAddr,
+        limits: ConnectionLimits,
+        state: Arc<State>,
+        console: Console,
+    ) -> Result<HttpServer, String> {
         let listener = TcpListener::bind(address)
             .map_err(|e| format!("could not listen on {address}: {e}"))?;
-        set_socket_options(&listener, SOCKET_TIMEOUT)
-            .map_err(|e| format!("could not set socket options: {e}"))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| format!("could not read the listening address: {e}"))?;
-        let server = Arc::new(
-            tiny_http::Server::from_listener(listener, None)
-                .map_err(|e| format!("could not start the HTTP server: {e}"))?,
-        );
-        let stopping = Arc::new(AtomicBool::new(false));
-        let workers = (0..WORKERS)
-            .map(|_| {
-                let (server, state, stopping) = (server.clone(), state.clone(), stopping.clone());
-                std::thread::spawn(move || worker(&server, &state, &stopping))
-            })
-            .collect();
-        Ok(HttpServer {
-            server,
-            workers,
-            stopping,
-            local_addr,
-        })
+        let config = tiny_http::ServerConfig {
+            max_connections: limits.max_connections,
+            max_connections_per_client: limits.max_connections_per_client,
+            ..tiny_http::ServerConfig::default()
+        };
+        let app = Arc::new(App {
+            state,
+            console,
+            refusals: Mutex::default(),
+        });
+        let server = tiny_http::Server::start(listener, config, app)
+            .map_err(|e| format!("could not start the HTTP server: {e}"))?;
+        let local_addr = server.local_addr();
+        Ok(HttpServer { server, local_addr })
     }
 
-    /// Stop taking requests; returns once idle workers have ended (busy ones finish later).
+    /// Stop taking connections; open ones end after their current answer.
     pub fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        for _ in &self.workers {
-            self.server.unblock();
-        }
-        for worker in self.workers {
-            if worker.is_finished() {
-                let _ = worker.join();
-            }
-        }
+        self.server.stop();
     }
 }
 
-/// Options for every accepted socket, set on the listener (Linux copies them on accept):
-/// read and write timeouts, and no Nagle delay (tiny_http writes headers and body separately,
-/// which with Nagle and delayed ACKs costs 40 ms per response).
-fn set_socket_options(listener: &TcpListener, timeout: Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        set_option(listener, libc::SOL_SOCKET, option, &value)?;
+/// The routes, as tiny_http's handler.
+struct App {
+    state: Arc<State>,
+    console: Console,
+    /// When each client that hit a limit was last named on the console.
+    refusals: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl tiny_http::Handler for App {
+    fn handle(&self, request: &mut tiny_http::Request<'_>) -> tiny_http::Response {
+        let response = match read_parameters(request) {
+            Ok((method, path, params)) => {
+                let mut ours = Request {
+                    method,
+                    path,
+                    params,
+                    content_length: request.body_length(),
+                    client: Some(request.remote_addr()),
+                    body: request.as_reader(),
+                };
+                catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
+                    .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
+            }
+            Err(response) => response,
+        };
+        into_tiny_http(response)
     }
-    set_option(
-        listener,
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        &(1 as libc::c_int),
-    )
+
+    fn refused(&self, client: IpAddr, limit: tiny_http::Limit) {
+        let now = Instant::now();
+        {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            if refusals
+                .get(&client)
+                .is_some_and(|last| now.duration_since(*last) < REFUSAL_REPORT_INTERVAL)
+            {
+                return;
+            }
+            if refusals.len() >= REFUSAL_REPORT_CLIENTS {
+                refusals.retain(|_, last| now.duration_since(*last) < REFUSAL_REPORT_INTERVAL);
+            }
+            if refusals.len() >= REFUSAL_REPORT_CLIENTS {
+                return;
+            }
+            refusals.insert(client, now);
+        }
+        let line = match limit {
+            tiny_http::Limit::PerClient(n) => format!(
+                "Refusing connections from {client}: it has {n} open, the most per client (--max-connections-per-client)"
+            ),
+            tiny_http::Limit::Total(n) => format!(
+                "Refusing connections from {client}: {n} are open, the most in all (--max-connections)"
+            ),
+        };
+        self.console.heading(&line);
+    }
+}
+
+/// The method, the path and the parameters (query, then the form body of a POST), or the
+/// 4xx answer for a request whose parameters cannot be read.
+fn read_parameters(
+    request: &mut tiny_http::Request<'_>,
+) -> Result<(Method, String, super::Params), Response> {
+    let method = match request.method() {
+        tiny_http::Method::Get => Method::Get,
+        tiny_http::Method::Post => Method::Post,
+        tiny_http::Method::Put => Method::Put,
+        tiny_http::Method::Head => Method::Head,
+        _ => Method::Other,
+    };
+    let bad_request = |message: String| Response::status(400, &format!("Bad Request: {message}"));
+    let (path, mut params) = super::parse_target(request.url()).map_err(bad_request)?;
+    let path = path.to_string();
+    let is_form = request.header("Content-Type").is_some_and(|v| {
+        v.to_ascii_lowercase()
+            .starts_with("application/x-www-form-urlencoded")
+    });
+    if method == Method::Post && is_form {
+        let announced = request.body_length();
+        let body = read_form(request.as_reader(), announced)?;
+        params.extend(super::parse_form(&body).map_err(bad_request)?);
+    }
+    Ok((method, path, params))
+}
+
+/// Read a form body of at most `MAX_FORM_BODY` bytes, complete as announced.
+fn read_form(body: &mut dyn Read, announced: Option<u64>) -> Result<Vec<u8>, Response> {
+    if announced.is_some_and(|n| n > MAX_FORM_BODY) {
+        return Err(Response::status(413, "Payload Too Large").closing());
+    }
+    let mut bytes = Vec::new();
+    match body.take(MAX_FORM_BODY + 1).read_to_end(&mut bytes) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            return Err(Response::status(408, "Request Timeout").closing());
+        }
+        Err(e) => {
+            return Err(Response::status(400, &format!("Bad Request: {e}")).closing());
+        }
+    }
+    if bytes.len() as u64 > MAX_FORM_BODY {
+        return Err(Response::status(413, "Payload Too Large").closing());
+    }
+    Ok(bytes)
+}
+
+/// Our response as tiny_http's.
+fn into_tiny_http(response: Response) -> tiny_http::Response {
+    let body = match response.body {
+        Body::Empty => tiny_http::ResponseBody::Empty,
+        Body::Bytes(bytes) => tiny_http::ResponseBody::Bytes(bytes),
+        Body::Shared(bytes) => tiny_http::ResponseBody::Shared(bytes),
+        Body::File { file, length, tail } => {
+            tiny_http::ResponseBody::Stream(Box::new(FileBody { file, length, tail }))
+        }
+    };
+    let mut out = tiny_http::Response::new(response.status, body);
+    out.headers = response
+        .headers
+        .into_iter()
+        .map(|(name, value)| tiny_http::Header::new(name, value))
+        .collect();
+    out.close = response.close;
+    out
+}
+
+/// `length` bytes of a file, then `tail` (the signature footer of a signed download).
+struct FileBody {
+    file: File,
+    length: u64,
+    tail: Vec<u8>,
+}
+
+impl tiny_http::StreamBody for FileBody {
+    fn length(&self) -> u64 {
+        self.length + self.tail.len() as u64
+    }
+
+    /// The head, the file with sendfile(2) (no copy through user space; safe because package
+    /// files are never changed in place, only replaced), then the tail. The socket is corked
+    /// meanwhile (as nginx's `tcp_nopush`): with `TCP_NODELAY` alone, the head and every
+    /// pushed piece may leave as small segments.
+    fn send(self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()> {
+        let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
+        cork(1)?;
+        let mut out = socket;
+        let sent = out
+            .write_all(head)
+            .and_then(|()| send_file(&self.file, self.length, socket))
+            .and_then(|()| out.write_all(&self.tail));
+        cork(0)?;
+        sent
+    }
 }
 
 fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> io::Result<()> {
@@ -115,125 +256,8 @@ fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> i
     }
 }
 
-fn worker(server: &tiny_http::Server, state: &State, stopping: &AtomicBool) {
-    while !stopping.load(Ordering::SeqCst) {
-        // An error here is `unblock` (we are stopping) or a passing accept problem.
-        let Ok(request) = server.recv() else { continue };
-        if stopping.load(Ordering::SeqCst) {
-            let _ = request.respond(tiny_http::Response::empty(503));
-            break;
-        }
-        serve(request, state);
-    }
-}
-
-fn serve(mut request: tiny_http::Request, state: &State) {
-    let response = match read_parameters(&mut request) {
-        Ok((method, path, params)) => {
-            let content_length = request.body_length().map(|n| n as u64);
-            let mut ours = Request {
-                method,
-                path,
-                params,
-                content_length,
-                body: request.as_reader(),
-            };
-            catch_unwind(AssertUnwindSafe(|| handle(&mut ours, state)))
-                .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
-        }
-        Err(response) => response,
-    };
-    let _ = respond(request, response);
-}
-
-/// The method, the path and the parameters (query, then the form body of a POST), or the
-/// 4xx answer for a request whose parameters cannot be read.
-fn read_parameters(
-    request: &mut tiny_http::Request,
-) -> Result<(Method, String, super::Params), Response> {
-    let method = match request.method() {
-        tiny_http::Method::Get => Method::Get,
-        tiny_http::Method::Post => Method::Post,
-        tiny_http::Method::Put => Method::Put,
-        tiny_http::Method::Head => Method::Head,
-        _ => Method::Other,
-    };
-    let bad_request = |message: String| Response::status(400, &format!("Bad Request: {message}"));
-    let (path, mut params) = super::parse_target(request.url()).map_err(bad_request)?;
-    let path = path.to_string();
-    let is_form = request.headers().iter().any(|h| {
-        h.field.equiv("Content-Type")
-            && h.value
-                .as_str()
-                .to_ascii_lowercase()
-                .starts_with("application/x-www-form-urlencoded")
-    });
-    if method == Method::Post && is_form {
-        let announced = request.body_length();
-        let body = read_form(request.as_reader(), announced)?;
-        params.extend(super::parse_form(&body).map_err(bad_request)?);
-    }
-    Ok((method, path, params))
-}
-
-/// Read a form body of at most `MAX_FORM_BODY` bytes, complete as announced.
-fn read_form(body: &mut dyn Read, announced: Option<usize>) -> Result<Vec<u8>, Response> {
-    let mut bytes = Vec::new();
-    body.take(MAX_FORM_BODY + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|_| Response::status(400, "Bad Request: the body could not be read"))?;
-    if bytes.len() as u64 > MAX_FORM_BODY {
-        return Err(Response::status(413, "Payload Too Large"));
-    }
-    if announced.is_some_and(|n| bytes.len() < n) {
-        return Err(Response::status(
-            400,
-            "Bad Request: the body is shorter than announced",
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Send `response`: status and headers, then the body in as few copies as possible.
-fn respond(request: tiny_http::Request, response: Response) -> io::Result<()> {
-    let headers = response
-        .headers
-        .iter()
-        .filter_map(|(name, value)| {
-            tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-        })
-        .collect();
-    let head = tiny_http::Response::new(
-        tiny_http::StatusCode(response.status),
-        headers,
-        io::empty(),
-        Some(0),
-        None,
-    );
-    let close = response.close;
-    match response.body {
-        Body::Empty => request.respond_with_parts(head, None, &[], send_file, close),
-        Body::Bytes(bytes) => request.respond_with_parts(head, None, &bytes, send_file, close),
-        Body::Shared(bytes) => request.respond_with_parts(head, None, &bytes, send_file, close),
-        Body::File { file, length, tail } => {
-            request.respond_with_parts(head, Some((file, length)), &tail, send_file, close)
-        }
-    }
-}
-
-/// Send `length` bytes of `file`, from its start, with sendfile(2): no copy through user
-/// space. Safe for us because package files are never changed in place, only replaced. The
-/// socket is corked meanwhile (as nginx's `tcp_nopush`): with `TCP_NODELAY` alone, every
-/// pushed piece may leave as a small segment.
+/// Send `length` bytes of `file`, from its start, with sendfile(2).
 fn send_file(file: &File, length: u64, socket: &TcpStream) -> io::Result<()> {
-    let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
-    cork(1)?;
-    let sent = send_file_corked(file, length, socket);
-    cork(0)?;
-    sent
-}
-
-fn send_file_corked(file: &File, length: u64, socket: &TcpStream) -> io::Result<()> {
     let mut offset: libc::off_t = 0;
     let mut left = length;
     while left > 0 {

@@ -1,15 +1,15 @@
-use ascii::{AsciiStr, AsciiString, FromAsciiError};
-use std::cmp::Ordering;
-use std::fmt::{self, Display, Formatter};
-use std::str::FromStr;
+//! The vocabulary of HTTP/1.1 messages: status codes, methods, versions and header fields.
+//! appman-package-server fork: rewritten without the `ascii` crate; header values are
+//! visible ASCII (checked by the parser), methods we do not know keep their name.
 
-/// Status code of a request or response.
-#[derive(Eq, PartialEq, Copy, Clone, Debug, Ord, PartialOrd)]
+use std::fmt::{self, Display, Formatter};
+
+/// Status code of a response.
+#[derive(Eq, PartialEq, Copy, Clone, Debug, Ord, PartialOrd, Hash)]
 pub struct StatusCode(pub u16);
 
 impl StatusCode {
-    /// Returns the default reason phrase for this status code.
-    /// For example the status code 404 corresponds to "Not Found".
+    /// The reason phrase for this status code ("Not Found" for 404).
     pub fn default_reason_phrase(&self) -> &'static str {
         match self.0 {
             100 => "Continue",
@@ -81,360 +81,90 @@ impl StatusCode {
     }
 }
 
-impl From<i8> for StatusCode {
-    fn from(in_code: i8) -> StatusCode {
-        StatusCode(in_code as u16)
-    }
-}
-
-impl From<u8> for StatusCode {
-    fn from(in_code: u8) -> StatusCode {
-        StatusCode(in_code as u16)
-    }
-}
-
-impl From<i16> for StatusCode {
-    fn from(in_code: i16) -> StatusCode {
-        StatusCode(in_code as u16)
-    }
-}
-
 impl From<u16> for StatusCode {
-    fn from(in_code: u16) -> StatusCode {
-        StatusCode(in_code)
+    fn from(code: u16) -> StatusCode {
+        StatusCode(code)
     }
 }
 
-impl From<i32> for StatusCode {
-    fn from(in_code: i32) -> StatusCode {
-        StatusCode(in_code as u16)
-    }
-}
-
-impl From<u32> for StatusCode {
-    fn from(in_code: u32) -> StatusCode {
-        StatusCode(in_code as u16)
-    }
-}
-
-impl AsRef<u16> for StatusCode {
-    fn as_ref(&self) -> &u16 {
-        &self.0
-    }
-}
-
-impl PartialEq<u16> for StatusCode {
-    fn eq(&self, other: &u16) -> bool {
-        &self.0 == other
-    }
-}
-
-impl PartialEq<StatusCode> for u16 {
-    fn eq(&self, other: &StatusCode) -> bool {
-        self == &other.0
-    }
-}
-
-impl PartialOrd<u16> for StatusCode {
-    fn partial_cmp(&self, other: &u16) -> Option<Ordering> {
-        self.0.partial_cmp(other)
-    }
-}
-
-impl PartialOrd<StatusCode> for u16 {
-    fn partial_cmp(&self, other: &StatusCode) -> Option<Ordering> {
-        self.partial_cmp(&other.0)
-    }
-}
-
-/// Represents a HTTP header.
-#[derive(Debug, Clone)]
+/// A header field of a request or a response. Names compare case-insensitively.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    pub field: HeaderField,
-    pub value: AsciiString,
+    pub name: String,
+    pub value: String,
 }
 
 impl Header {
-    /// Builds a `Header` from two `Vec<u8>`s or two `&[u8]`s.
-    ///
-    /// Example:
-    ///
-    /// ```
-    /// let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain"[..]).unwrap();
-    /// ```
-    #[allow(clippy::result_unit_err)]
-    pub fn from_bytes<B1, B2>(header: B1, value: B2) -> Result<Header, ()>
-    where
-        B1: Into<Vec<u8>> + AsRef<[u8]>,
-        B2: Into<Vec<u8>> + AsRef<[u8]>,
-    {
-        let header = HeaderField::from_bytes(header).or(Err(()))?;
-        let value = AsciiString::from_ascii(value).or(Err(()))?;
-
-        Ok(Header {
-            field: header,
-            value,
-        })
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Header {
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
-}
 
-impl FromStr for Header {
-    type Err = ();
-
-    fn from_str(input: &str) -> Result<Header, ()> {
-        let mut elems = input.splitn(2, ':');
-
-        let field = elems.next().and_then(|f| f.parse().ok()).ok_or(())?;
-        let value = elems
-            .next()
-            .and_then(|v| AsciiString::from_ascii(v.trim()).ok())
-            .ok_or(())?;
-
-        Ok(Header { field, value })
+    /// Whether this header is called `name` (ASCII case-insensitive).
+    pub fn is(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
     }
 }
 
 impl Display for Header {
-    fn fmt(&self, formatter: &mut Formatter<'_>) -> Result<(), fmt::Error> {
-        write!(formatter, "{}: {}", self.field, self.value.as_str())
+    fn fmt(&self, formatter: &mut Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{}: {}", self.name, self.value)
     }
 }
 
-/// Field of a header (eg. `Content-Type`, `Content-Length`, etc.)
-///
-/// Comparison between two `HeaderField`s ignores case.
-#[derive(Debug, Clone, Eq)]
-pub struct HeaderField(AsciiString);
-
-impl HeaderField {
-    pub fn from_bytes<B>(bytes: B) -> Result<HeaderField, FromAsciiError<B>>
-    where
-        B: Into<Vec<u8>> + AsRef<[u8]>,
-    {
-        AsciiString::from_ascii(bytes).map(HeaderField)
-    }
-
-    pub fn as_str(&self) -> &AsciiStr {
-        &self.0
-    }
-
-    pub fn equiv(&self, other: &'static str) -> bool {
-        other.eq_ignore_ascii_case(self.as_str().as_str())
-    }
-}
-
-impl FromStr for HeaderField {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<HeaderField, ()> {
-        if s.contains(char::is_whitespace) {
-            Err(())
-        } else {
-            AsciiString::from_ascii(s).map(HeaderField).map_err(|_| ())
-        }
-    }
-}
-
-impl Display for HeaderField {
-    fn fmt(&self, formatter: &mut Formatter<'_>) -> Result<(), fmt::Error> {
-        write!(formatter, "{}", self.0.as_str())
-    }
-}
-
-impl PartialEq for HeaderField {
-    fn eq(&self, other: &HeaderField) -> bool {
-        let self_str: &str = self.as_str().as_ref();
-        let other_str = other.as_str().as_ref();
-        self_str.eq_ignore_ascii_case(other_str)
-    }
-}
-
-/// HTTP request methods
-///
-/// As per [RFC 7231](https://tools.ietf.org/html/rfc7231#section-4.1) and
-/// [RFC 5789](https://tools.ietf.org/html/rfc5789)
+/// A request method. Methods without a variant keep their name in `Other`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Method {
-    /// `GET`
     Get,
-
-    /// `HEAD`
     Head,
-
-    /// `POST`
     Post,
-
-    /// `PUT`
     Put,
-
-    /// `DELETE`
     Delete,
-
-    /// `CONNECT`
-    Connect,
-
-    /// `OPTIONS`
     Options,
-
-    /// `TRACE`
-    Trace,
-
-    /// `PATCH`
-    Patch,
-
-    /// Request methods not standardized by the IETF
-    NonStandard(AsciiString),
+    Other(String),
 }
 
 impl Method {
-    pub fn as_str(&self) -> &str {
-        match *self {
-            Method::Get => "GET",
-            Method::Head => "HEAD",
-            Method::Post => "POST",
-            Method::Put => "PUT",
-            Method::Delete => "DELETE",
-            Method::Connect => "CONNECT",
-            Method::Options => "OPTIONS",
-            Method::Trace => "TRACE",
-            Method::Patch => "PATCH",
-            Method::NonStandard(ref s) => s.as_str(),
-        }
-    }
-}
-
-impl FromStr for Method {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Method, ()> {
-        Ok(match s {
+    /// The method for a request-line token (methods are case-sensitive, RFC 9110 9.1).
+    pub fn from_token(token: &str) -> Method {
+        match token {
             "GET" => Method::Get,
             "HEAD" => Method::Head,
             "POST" => Method::Post,
             "PUT" => Method::Put,
             "DELETE" => Method::Delete,
-            "CONNECT" => Method::Connect,
             "OPTIONS" => Method::Options,
-            "TRACE" => Method::Trace,
-            "PATCH" => Method::Patch,
-            s => {
-                let ascii_string = AsciiString::from_ascii(s).map_err(|_| ())?;
-                Method::NonStandard(ascii_string)
-            }
-        })
+            other => Method::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+            Method::Other(name) => name,
+        }
     }
 }
 
 impl Display for Method {
-    fn fmt(&self, formatter: &mut Formatter<'_>) -> Result<(), fmt::Error> {
-        write!(formatter, "{}", self.as_str())
+    fn fmt(&self, formatter: &mut Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
     }
 }
 
-/// HTTP version (usually 1.0 or 1.1).
-#[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The HTTP version of a request: 1.0 or 1.1 (the parser refuses others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HTTPVersion(pub u8, pub u8);
 
 impl Display for HTTPVersion {
-    fn fmt(&self, formatter: &mut Formatter<'_>) -> Result<(), fmt::Error> {
-        write!(formatter, "{}.{}", self.0, self.1)
-    }
-}
-
-impl Ord for HTTPVersion {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let HTTPVersion(my_major, my_minor) = *self;
-        let HTTPVersion(other_major, other_minor) = *other;
-
-        if my_major != other_major {
-            return my_major.cmp(&other_major);
-        }
-
-        my_minor.cmp(&other_minor)
-    }
-}
-
-impl PartialOrd for HTTPVersion {
-    fn partial_cmp(&self, other: &HTTPVersion) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq<(u8, u8)> for HTTPVersion {
-    fn eq(&self, &(major, minor): &(u8, u8)) -> bool {
-        self.eq(&HTTPVersion(major, minor))
-    }
-}
-
-impl PartialEq<HTTPVersion> for (u8, u8) {
-    fn eq(&self, other: &HTTPVersion) -> bool {
-        let &(major, minor) = self;
-        HTTPVersion(major, minor).eq(other)
-    }
-}
-
-impl PartialOrd<(u8, u8)> for HTTPVersion {
-    fn partial_cmp(&self, &(major, minor): &(u8, u8)) -> Option<Ordering> {
-        self.partial_cmp(&HTTPVersion(major, minor))
-    }
-}
-
-impl PartialOrd<HTTPVersion> for (u8, u8) {
-    fn partial_cmp(&self, other: &HTTPVersion) -> Option<Ordering> {
-        let &(major, minor) = self;
-        HTTPVersion(major, minor).partial_cmp(other)
-    }
-}
-
-impl From<(u8, u8)> for HTTPVersion {
-    fn from((major, minor): (u8, u8)) -> HTTPVersion {
-        HTTPVersion(major, minor)
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::Header;
-    use httpdate::HttpDate;
-    use std::time::{Duration, SystemTime};
-
-    #[test]
-    fn test_parse_header() {
-        let header: Header = "Content-Type: text/html".parse().unwrap();
-
-        assert!(header.field.equiv(&"content-type"));
-        assert!(header.value.as_str() == "text/html");
-
-        assert!("hello world".parse::<Header>().is_err());
-    }
-
-    #[test]
-    fn formats_date_correctly() {
-        let http_date = HttpDate::from(SystemTime::UNIX_EPOCH + Duration::from_secs(420895020));
-
-        assert_eq!(http_date.to_string(), "Wed, 04 May 1983 11:17:00 GMT")
-    }
-
-    #[test]
-    fn test_parse_header_with_doublecolon() {
-        let header: Header = "Time: 20: 34".parse().unwrap();
-
-        assert!(header.field.equiv(&"time"));
-        assert!(header.value.as_str() == "20: 34");
-    }
-
-    // This tests reslstance to RUSTSEC-2020-0031: "HTTP Request smuggling
-    // through malformed Transfer Encoding headers"
-    // (https://rustsec.org/advisories/RUSTSEC-2020-0031.html).
-    #[test]
-    fn test_strict_headers() {
-        assert!("Transfer-Encoding : chunked".parse::<Header>().is_err());
-        assert!(" Transfer-Encoding: chunked".parse::<Header>().is_err());
-        assert!("Transfer Encoding: chunked".parse::<Header>().is_err());
-        assert!(" Transfer\tEncoding : chunked".parse::<Header>().is_err());
-        assert!("Transfer-Encoding: chunked".parse::<Header>().is_ok());
-        assert!("Transfer-Encoding: chunked ".parse::<Header>().is_ok());
-        assert!("Transfer-Encoding:   chunked ".parse::<Header>().is_ok());
+    fn fmt(&self, formatter: &mut Formatter<'_>) -> fmt::Result {
+        write!(formatter, "HTTP/{}.{}", self.0, self.1)
     }
 }

@@ -1,205 +1,232 @@
-//! Abstractions of Tcp and Unix socket types
+//! One connection, served end to end by its own thread: read a request, let the handler
+//! answer it, write the answer, then read the next one.
+//!
+//! appman-package-server fork: replaces tiny_http's `ClientConnection` and its
+//! sequential-reader/writer plumbing, which queued every pipelined request in memory and let
+//! shared workers block on one client's socket. Here at most one request per connection is
+//! in flight; pipelined requests wait in the socket. A body the handler did not read to its
+//! end is not drained at the client's pace: the connection closes after the answer.
 
-#[cfg(unix)]
-use std::os::unix::net as unix_net;
-use std::{
-    net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs},
-    path::PathBuf,
-};
+use crate::body::BodyReader;
+use crate::common::{HTTPVersion, Header, Method};
+use crate::head::{RequestHead, read_head};
+use crate::response::{Response, write_response};
+use crate::stream::TimedStream;
+use crate::{Handler, Timeouts};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-/// Unified listener. Either a [`TcpListener`] or [`std::os::unix::net::UnixListener`]
-pub enum Listener {
-    Tcp(TcpListener),
-    #[cfg(unix)]
-    Unix(unix_net::UnixListener),
+/// Read buffer of a connection.
+const READ_BUFFER: usize = 8 * 1024;
+/// After an answer that closes a connection, how long and how much we read and discard (an
+/// unread body, pipelined requests) so that the client sees the answer rather than a reset.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 256 * 1024;
+
+type Reader = BufReader<TimedStream>;
+
+/// A request as the handler sees it: its head, the client, and its body as a `Read`.
+pub struct Request<'a> {
+    head: RequestHead,
+    remote_addr: SocketAddr,
+    body: BodyReader<&'a mut Reader>,
+    /// `100 Continue` is owed before the first read of the body.
+    continue_pending: bool,
+    body_started: bool,
+    timeouts: &'a Timeouts,
 }
-impl Listener {
-    pub(crate) fn local_addr(&self) -> std::io::Result<ListenAddr> {
-        match self {
-            Self::Tcp(l) => l.local_addr().map(ListenAddr::from),
-            #[cfg(unix)]
-            Self::Unix(l) => l.local_addr().map(ListenAddr::from),
+
+impl Request<'_> {
+    pub fn method(&self) -> &Method {
+        &self.head.method
+    }
+
+    /// The request target (`/path?query`).
+    pub fn url(&self) -> &str {
+        &self.head.target
+    }
+
+    pub fn http_version(&self) -> HTTPVersion {
+        self.head.version
+    }
+
+    pub fn headers(&self) -> &[Header] {
+        &self.head.headers
+    }
+
+    /// The value of the first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .headers
+            .iter()
+            .find(|h| h.is(name))
+            .map(|h| h.value.as_str())
+    }
+
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote_addr
+    }
+
+    /// The announced body length; `None` for a chunked body (the length is unknown).
+    pub fn body_length(&self) -> Option<u64> {
+        match self.head.framing() {
+            Ok(crate::head::Framing::Length(n)) => Some(n),
+            Ok(crate::head::Framing::Empty) => Some(0),
+            _ => None,
         }
     }
 
-    pub(crate) fn accept(&self) -> std::io::Result<(Connection, Option<SocketAddr>)> {
-        match self {
-            Self::Tcp(l) => l
-                .accept()
-                .map(|(conn, addr)| (Connection::from(conn), Some(addr))),
-            #[cfg(unix)]
-            Self::Unix(l) => l.accept().map(|(conn, _)| (Connection::from(conn), None)),
+    /// The body. Reading it keeps the minimum rate or fails with `TimedOut`.
+    pub fn as_reader(&mut self) -> &mut dyn Read {
+        self
+    }
+
+    /// Whether the whole body has been read (an unread rest closes the connection).
+    fn body_done(&mut self) -> bool {
+        if self.body.is_done() {
+            return true;
         }
-    }
-}
-impl From<TcpListener> for Listener {
-    fn from(s: TcpListener) -> Self {
-        Self::Tcp(s)
-    }
-}
-#[cfg(unix)]
-impl From<unix_net::UnixListener> for Listener {
-    fn from(s: unix_net::UnixListener) -> Self {
-        Self::Unix(s)
+        // A rest already in our buffer is skipped at no cost to anyone.
+        if let Some(left) = self.body.length_left() {
+            let buffered = self.body.inner().buffer().len() as u64;
+            if left <= buffered {
+                self.body.inner_mut().consume(left as usize);
+                self.body.skipped(left);
+                return true;
+            }
+        }
+        false
     }
 }
 
-/// Unified connection. Either a [`TcpStream`] or [`std::os::unix::net::UnixStream`].
-#[derive(Debug)]
-pub(crate) enum Connection {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(unix_net::UnixStream),
-}
-// appman-package-server patch: a second handle of a TCP connection, for sendfile.
-impl Connection {
-    pub(crate) fn tcp_clone(&self) -> Option<TcpStream> {
-        match self {
-            Self::Tcp(s) => s.try_clone().ok(),
-            #[cfg(unix)]
-            Self::Unix(_) => None,
+impl Read for Request<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.body_started {
+            self.body_started = true;
+            if self.continue_pending && !self.body.is_done() {
+                self.continue_pending = false;
+                let mut socket = self.body.inner().get_ref().socket();
+                socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            }
+            let t = self.timeouts;
+            self.body
+                .inner_mut()
+                .get_mut()
+                .set_min_rate(t.body_min_rate, t.body_grace);
         }
+        self.body.read(buf)
     }
 }
 
-impl std::io::Read for Connection {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.read(buf),
-            #[cfg(unix)]
-            Self::Unix(s) => s.read(buf),
-        }
-    }
-}
-impl std::io::Write for Connection {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Self::Tcp(s) => s.write(buf),
-            #[cfg(unix)]
-            Self::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.flush(),
-            #[cfg(unix)]
-            Self::Unix(s) => s.flush(),
-        }
-    }
-}
-impl Connection {
-    /// Gets the peer's address. Some for TCP, None for Unix sockets.
-    pub(crate) fn peer_addr(&mut self) -> std::io::Result<Option<SocketAddr>> {
-        match self {
-            Self::Tcp(s) => s.peer_addr().map(Some),
-            #[cfg(unix)]
-            Self::Unix(_) => Ok(None),
-        }
-    }
-
-    pub(crate) fn shutdown(&self, how: Shutdown) -> std::io::Result<()> {
-        match self {
-            Self::Tcp(s) => s.shutdown(how),
-            #[cfg(unix)]
-            Self::Unix(s) => s.shutdown(how),
-        }
-    }
-
-    pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
-        match self {
-            Self::Tcp(s) => s.try_clone().map(Self::from),
-            #[cfg(unix)]
-            Self::Unix(s) => s.try_clone().map(Self::from),
-        }
-    }
-}
-impl From<TcpStream> for Connection {
-    fn from(s: TcpStream) -> Self {
-        Self::Tcp(s)
-    }
-}
-#[cfg(unix)]
-impl From<unix_net::UnixStream> for Connection {
-    fn from(s: unix_net::UnixStream) -> Self {
-        Self::Unix(s)
+/// A short answer, written before closing a connection whose request could not be read.
+fn refuse(reader: &mut Reader, status: u16) {
+    let response = Response::closing(status);
+    if write_response(reader.get_ref().socket(), response, false, true).is_ok() {
+        linger(reader);
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum ConfigListenAddr {
-    IP(Vec<SocketAddr>),
-    #[cfg(unix)]
-    // TODO: use SocketAddr when bind_addr is stabilized
-    Unix(std::path::PathBuf),
+/// What bounds one connection.
+pub(crate) struct Limits<'a> {
+    pub timeouts: &'a Timeouts,
+    /// Requests answered before the connection closes.
+    pub max_requests: usize,
+    /// Set when the server stops: the connection closes after its current answer.
+    pub stopping: &'a AtomicBool,
 }
-impl ConfigListenAddr {
-    pub fn from_socket_addrs<A: ToSocketAddrs>(addrs: A) -> std::io::Result<Self> {
-        addrs.to_socket_addrs().map(|it| Self::IP(it.collect()))
-    }
 
-    #[cfg(unix)]
-    pub fn unix_from_path<P: Into<PathBuf>>(path: P) -> Self {
-        Self::Unix(path.into())
+/// Serve `socket` until the client leaves, breaks the protocol, is too slow, has sent its
+/// most requests, or the server stops.
+pub(crate) fn serve(
+    socket: TcpStream,
+    remote_addr: SocketAddr,
+    handler: &dyn Handler,
+    limits: &Limits<'_>,
+) {
+    let (timeouts, stopping) = (limits.timeouts, limits.stopping);
+    let _ = socket.set_nodelay(true);
+    if socket.set_write_timeout(Some(timeouts.write)).is_err() {
+        return;
     }
-
-    pub(crate) fn bind(&self) -> std::io::Result<Listener> {
-        match self {
-            Self::IP(a) => TcpListener::bind(a.as_slice()).map(Listener::from),
-            #[cfg(unix)]
-            Self::Unix(a) => unix_net::UnixListener::bind(a).map(Listener::from),
+    let mut reader = BufReader::with_capacity(READ_BUFFER, TimedStream::new(socket));
+    let mut idle = timeouts.first_request;
+    for answered in 1.. {
+        // Idle: wait for the first byte of a request.
+        reader.get_mut().set_deadline(Instant::now() + idle);
+        match reader.fill_buf() {
+            Ok([]) | Err(_) => return,
+            Ok(_) => {}
         }
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        reader
+            .get_mut()
+            .set_deadline(Instant::now() + timeouts.request_head);
+        let head = match read_head(&mut reader) {
+            Ok(head) => head,
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    refuse(&mut reader, status);
+                }
+                return;
+            }
+        };
+        let framing = match head.framing() {
+            Ok(framing) => framing,
+            Err(error) => {
+                refuse(&mut reader, error.status());
+                return;
+            }
+        };
+        let Ok(continue_pending) = head.expects_continue() else {
+            refuse(&mut reader, 417);
+            return;
+        };
+        let keep_alive = head.keep_alive();
+        let head_only = head.method == Method::Head;
+        let mut request = Request {
+            head,
+            remote_addr,
+            body: BodyReader::new(&mut reader, framing),
+            continue_pending,
+            body_started: false,
+            timeouts,
+        };
+        let response = handler.handle(&mut request);
+        let body_done = request.body_done();
+        drop(request);
+        let close = response.close
+            || !keep_alive
+            || !body_done
+            || answered >= limits.max_requests
+            || stopping.load(Ordering::Relaxed);
+        let socket = reader.get_ref().socket();
+        if write_response(socket, response, head_only, close).is_err() {
+            return;
+        }
+        if close {
+            linger(&mut reader);
+            return;
+        }
+        idle = timeouts.keep_alive;
     }
 }
 
-/// Unified listen socket address. Either a [`SocketAddr`] or [`std::os::unix::net::SocketAddr`].
-#[derive(Debug, Clone)]
-pub enum ListenAddr {
-    IP(SocketAddr),
-    #[cfg(unix)]
-    Unix(unix_net::SocketAddr),
-}
-impl ListenAddr {
-    pub fn to_ip(self) -> Option<SocketAddr> {
-        match self {
-            Self::IP(s) => Some(s),
-            #[cfg(unix)]
-            Self::Unix(_) => None,
-        }
-    }
-
-    /// Gets the Unix socket address.
-    ///
-    /// This is also available on non-Unix platforms, for ease of use, but always returns `None`.
-    #[cfg(unix)]
-    pub fn to_unix(self) -> Option<unix_net::SocketAddr> {
-        match self {
-            Self::IP(_) => None,
-            Self::Unix(s) => Some(s),
-        }
-    }
-    #[cfg(not(unix))]
-    pub fn to_unix(self) -> Option<SocketAddr> {
-        None
-    }
-}
-impl From<SocketAddr> for ListenAddr {
-    fn from(s: SocketAddr) -> Self {
-        Self::IP(s)
-    }
-}
-#[cfg(unix)]
-impl From<unix_net::SocketAddr> for ListenAddr {
-    fn from(s: unix_net::SocketAddr) -> Self {
-        Self::Unix(s)
-    }
-}
-impl std::fmt::Display for ListenAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::IP(s) => s.fmt(f),
-            #[cfg(unix)]
-            Self::Unix(s) => std::fmt::Debug::fmt(s, f),
+/// Close our side, then read and discard what the client still sends, briefly, so that
+/// closing with unread data does not reset the connection before the client read our answer
+/// (nginx's `lingering_close`). A client that closes in turn ends this at once.
+fn linger(reader: &mut Reader) {
+    let _ = reader.get_ref().socket().shutdown(Shutdown::Write);
+    reader.get_mut().set_deadline(Instant::now() + LINGER_TIME);
+    let mut discarded = 0;
+    let mut buffer = [0u8; 8192];
+    while discarded < LINGER_BYTES {
+        match reader.get_mut().read(&mut buffer) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => discarded += n,
         }
     }
 }

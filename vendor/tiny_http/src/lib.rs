@@ -1,462 +1,387 @@
-#![allow(unused_imports, dead_code)] // appman-package-server: vendored, see vendor/README.md
-//! # Simple usage
+//! A small synchronous HTTP/1.1 server: one thread per connection, bounded in every way a
+//! client can reach.
 //!
-//! ## Creating the server
+//! This is appman-package-server's fork of tiny_http 0.12.0 (see `vendor/README.md` of the
+//! project for the list of changes). What it keeps of tiny_http is the shape: a listener
+//! whose connections are parsed into `Request`s and answered with `Response`s. What it
+//! changes is everything a hostile client could use:
 //!
-//! The easiest way to create a server is to call `Server::http()`.
-//!
-//! The `http()` function returns an `IoResult<Server>` which will return an error
-//! in the case where the server creation fails (for example if the listening port is already
-//! occupied).
-//!
-//! ```no_run
-//! let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! ```
-//!
-//! A newly-created `Server` will immediately start listening for incoming connections and HTTP
-//! requests.
-//!
-//! ## Receiving requests
-//!
-//! Calling `server.recv()` will block until the next request is available.
-//! This function returns an `IoResult<Request>`, so you need to handle the possible errors.
-//!
-//! ```no_run
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//!
-//! loop {
-//!     // blocks until the next request is received
-//!     let request = match server.recv() {
-//!         Ok(rq) => rq,
-//!         Err(e) => { println!("error: {}", e); break }
-//!     };
-//!
-//!     // do something with the request
-//!     // ...
-//! }
-//! ```
-//!
-//! In a real-case scenario, you will probably want to spawn multiple worker tasks and call
-//! `server.recv()` on all of them. Like this:
-//!
-//! ```no_run
-//! # use std::sync::Arc;
-//! # use std::thread;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! let server = Arc::new(server);
-//! let mut guards = Vec::with_capacity(4);
-//!
-//! for _ in (0 .. 4) {
-//!     let server = server.clone();
-//!
-//!     let guard = thread::spawn(move || {
-//!         loop {
-//!             let rq = server.recv().unwrap();
-//!
-//!             // ...
-//!         }
-//!     });
-//!
-//!     guards.push(guard);
-//! }
-//! ```
-//!
-//! If you don't want to block, you can call `server.try_recv()` instead.
-//!
-//! ## Handling requests
-//!
-//! The `Request` object returned by `server.recv()` contains informations about the client's request.
-//! The most useful methods are probably `request.method()` and `request.url()` which return
-//! the requested method (`GET`, `POST`, etc.) and url.
-//!
-//! To handle a request, you need to create a `Response` object. See the docs of this object for
-//! more infos. Here is an example of creating a `Response` from a file:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! ```
-//!
-//! All that remains to do is call `request.respond()`:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! # let request = server.recv().unwrap();
-//! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! let _ = request.respond(response);
-//! ```
+//! - each connection is served end to end by its own thread, one request at a time
+//!   (`connection`), so no client ever waits for another client's socket, and pipelined
+//!   requests wait in the socket instead of in memory;
+//! - request heads have a total deadline and bodies a minimum rate (`stream`), not just a
+//!   per-read timeout;
+//! - connections are capped in all and per client address, and refused with `503` beyond
+//!   (`Slots`);
+//! - framing is strict (`head`, `body`): nothing that could let two parsers disagree about
+//!   where a request ends is accepted;
+//! - nothing on the accept path can panic or stop accepting.
+
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![allow(clippy::match_like_matches_macro)]
 
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
-
-use std::error::Error;
-use std::io::Error as IoError;
-use std::io::ErrorKind as IoErrorKind;
-use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
-
-use client::ClientConnection;
-use connection::Connection;
-use util::MessagesQueue;
-
-pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request, SendFile};
-pub use response::{Response, ResponseBox};
-pub use test::TestRequest;
-
-mod client;
+mod body;
 mod common;
 mod connection;
-mod request;
+mod head;
 mod response;
-mod ssl;
-mod test;
-mod util;
+mod stream;
 
-/// The main class of this library.
-///
-/// Destroying this object will immediately close the listening socket and the reading
-///  part of all the client's connections. Requests that have already been returned by
-///  the `recv()` function will not close and the responses will be transferred to the client.
-pub struct Server {
-    // should be false as long as the server exists
-    // when set to true, all the subtasks will close within a few hundreds ms
-    close: Arc<AtomicBool>,
+pub use body::BodyReader;
+pub use common::{HTTPVersion, Header, Method, StatusCode};
+pub use connection::Request;
+pub use head::{Framing, FramingError, HeadError, RequestHead, read_head};
+pub use response::{Response, ResponseBody, StreamBody};
 
-    // queue for messages received by child threads
-    messages: Arc<MessagesQueue<Message>>,
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-    // result of TcpListener::local_addr()
-    listening_addr: ListenAddr,
+/// Answers requests; called on the connection's own thread.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: &mut Request<'_>) -> Response;
+
+    /// A connection from `client` was refused with 503 because of `limit`.
+    fn refused(&self, _client: IpAddr, _limit: Limit) {}
 }
 
-enum Message {
-    Error(IoError),
-    NewRequest(Request),
+/// Which connection limit refused a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// The client already had this many connections open.
+    PerClient(usize),
+    /// The server already had this many connections open.
+    Total(usize),
 }
 
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
+/// How long clients may take.
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    /// A new connection's first request must start within this time.
+    pub first_request: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    pub keep_alive: Duration,
+    /// A request head must be complete this long after its first byte.
+    pub request_head: Duration,
+    /// A body must arrive at this rate on average (bytes per second) ...
+    pub body_min_rate: u64,
+    /// ... over any stretch of this length (the most a body may stall).
+    pub body_grace: Duration,
+    /// One write to a client that does not read may block this long; then the answer is
+    /// abandoned and the connection closed.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            first_request: Duration::from_secs(20),
+            keep_alive: Duration::from_secs(60),
+            request_head: Duration::from_secs(10),
+            body_min_rate: 1024,
+            body_grace: Duration::from_secs(10),
+            write: Duration::from_secs(20),
+        }
     }
 }
 
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
-        Message::NewRequest(rq)
-    }
-}
-
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
-
-pub struct IncomingRequests<'a> {
-    server: &'a Server,
-}
-
-/// Represents the parameters required to create a server.
+/// Limits of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// The addresses to try to listen to.
-    pub addr: ConfigListenAddr,
-
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one client (an IPv4 address or an IPv6 /64).
+    pub max_connections_per_client: usize,
+    pub timeouts: Timeouts,
+    /// Requests answered on one connection before it is closed (as nginx's
+    /// `keepalive_requests`): bounds what a client that pipelines without reading can make us
+    /// write before its connection ends.
+    pub max_requests_per_connection: usize,
+    /// Stack size of each connection's thread.
+    pub thread_stack_size: usize,
 }
 
-/// appman-package-server patch: most connections served at once (one thread each).
-pub const MAX_CONNECTIONS: usize = 4096;
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            max_connections: 4096,
+            max_connections_per_client: 64,
+            timeouts: Timeouts::default(),
+            max_requests_per_connection: 1000,
+            thread_stack_size: 1024 * 1024,
+        }
+    }
+}
 
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
+/// The answer to a connection over a limit, written without waiting for the request.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n\
+Content-Length: 0\r\nConnection: close\r\n\r\n";
+
+/// The key connections are counted by: IPv4 addresses (IPv4-mapped IPv6 included) whole,
+/// IPv6 addresses by their /64, which is what one client usually holds.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// Open connections, counted in all and per client.
+struct Slots {
+    max_total: usize,
+    max_per_client: usize,
+    counts: Mutex<Counts>,
+}
+
+/// One open connection's place; dropping it (also while a panic unwinds) frees it.
+struct Slot {
+    slots: Arc<Slots>,
+    client: IpAddr,
+}
+
+impl Slots {
+    fn lock(&self) -> MutexGuard<'_, Counts> {
+        // The counts stay consistent whatever panicked while holding the lock.
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn acquire(self: &Arc<Slots>, client: IpAddr) -> Result<Slot, Limit> {
+        let mut counts = self.lock();
+        if counts.total >= self.max_total {
+            return Err(Limit::Total(self.max_total));
+        }
+        let count = counts.per_client.entry(client).or_insert(0);
+        if *count >= self.max_per_client {
+            return Err(Limit::PerClient(self.max_per_client));
+        }
+        *count += 1;
+        counts.total += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.slots.lock();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.per_client.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                counts.per_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    local_addr: SocketAddr,
+    stopping: Arc<AtomicBool>,
+    accept_thread: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Shortcut for a simple server on a specific address.
-    #[inline]
-    pub fn http<A>(addr: A) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
-        })
-    }
-
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
-    #[cfg(unix)]
-    #[inline]
-    /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(
-        path: &std::path::Path,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
-        })
-    }
-
-    /// Builds a new server that listens on the specified address.
-    pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
-    }
-
-    /// Builds a new server using the specified TCP listener.
-    ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
-    pub fn from_listener<L: Into<Listener>>(
-        listener: L,
-        ssl_config: Option<SslConfig>,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
-        // building the "close" variable
-        let close_trigger = Arc::new(AtomicBool::new(false));
-
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
-        let messages = MessagesQueue::with_capacity(8);
-
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let active_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                // appman-package-server patch: one thread per connection, at most
-                // MAX_CONNECTIONS at once. The original TaskPool decided whether to add a
-                // thread from a waiting-thread count that lags behind notify_one, so a burst of
-                // connections was queued behind a few threads held by idle clients. And an
-                // accept error (EMFILE, ECONNABORTED) ended the accept loop for good, and its
-                // error made `recv` callers quit: now we pause briefly and go on.
-                match new_client {
-                    Ok(client) => {
-                        if active_connections.load(Relaxed) >= MAX_CONNECTIONS {
-                            continue; // dropping `client` closes the connection
-                        }
-                        let messages = inside_messages.clone();
-                        let active = active_connections.clone();
-                        active.fetch_add(1, Relaxed);
-                        let spawned = thread::Builder::new()
-                            .stack_size(256 * 1024)
-                            .spawn(move || {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                                active.fetch_sub(1, Relaxed);
-                            });
-                        if spawned.is_err() {
-                            active_connections.fetch_sub(1, Relaxed);
-                        }
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        thread::sleep(std::time::Duration::from_millis(10));
-                    }
-                }
-            }
-            log::debug!("Terminating accept thread");
+    /// Serve connections of `listener` with `handler`, from a thread of its own.
+    pub fn start(
+        listener: TcpListener,
+        config: ServerConfig,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Server> {
+        let local_addr = listener.local_addr()?;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let slots = Arc::new(Slots {
+            max_total: config.max_connections.max(1),
+            max_per_client: config.max_connections_per_client.max(1),
+            counts: Mutex::default(),
         });
-
-        // result
+        let accept_thread = {
+            let stopping = stopping.clone();
+            thread::Builder::new()
+                .name("http-accept".into())
+                .spawn(move || accept_loop(&listener, &config, &handler, &slots, &stopping))?
+        };
         Ok(Server {
-            messages,
-            close: close_trigger,
-            listening_addr: local_addr,
+            local_addr,
+            stopping,
+            accept_thread: Some(accept_thread),
         })
     }
 
-    /// Returns an iterator for all the incoming requests.
-    ///
-    /// The iterator will return `None` if the server socket is shutdown.
-    #[inline]
-    pub fn incoming_requests(&self) -> IncomingRequests<'_> {
-        IncomingRequests { server: self }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
-    /// Returns the address the server is listening to.
-    #[inline]
-    pub fn server_addr(&self) -> ListenAddr {
-        self.listening_addr.clone()
-    }
-
-    /// Returns the number of clients currently connected to the server.
-    pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
-    }
-
-    /// Blocks until an HTTP request has been submitted and returns it.
-    pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+    /// Stop accepting connections; open ones close after their current answer.
+    pub fn stop(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // Wake the accept loop with a connection of our own.
+        let mut wake = self.local_addr;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            });
         }
-    }
-
-    /// Same as `recv()` but doesn't block longer than timeout
-    pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(1)).is_ok()
+            && let Some(thread) = self.accept_thread.take()
+        {
+            let _ = thread.join();
         }
-    }
-
-    /// Same as `recv()` but doesn't block.
-    pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
-    }
-
-    /// Unblock thread stuck in recv() or incoming_requests().
-    /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
-    pub fn unblock(&self) {
-        self.messages.unblock();
     }
 }
 
-impl Iterator for IncomingRequests<'_> {
-    type Item = Request;
-    fn next(&mut self) -> Option<Request> {
-        self.server.recv().ok()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
+fn accept_loop(
+    listener: &TcpListener,
+    config: &ServerConfig,
+    handler: &Arc<dyn Handler>,
+    slots: &Arc<Slots>,
+    stopping: &Arc<AtomicBool>,
+) {
+    while !stopping.load(Ordering::SeqCst) {
+        let (socket, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors or memory (EMFILE, ENFILE, ENOMEM, ENOBUFS): the
+                // connection waits in the backlog while we pause; a connection the client
+                // aborted (ECONNABORTED) is simply gone.
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                ) {
+                    thread::sleep(Duration::from_millis(50));
+                }
+                continue;
             }
         };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
+        if stopping.load(Ordering::SeqCst) {
+            break;
         }
+        let slot = match slots.acquire(client_key(peer.ip())) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                refuse(socket);
+                handler.refused(peer.ip(), limit);
+                continue;
+            }
+        };
+        let (handler, stopping) = (handler.clone(), stopping.clone());
+        let timeouts = config.timeouts.clone();
+        let max_requests = config.max_requests_per_connection.max(1);
+        let spawned = thread::Builder::new()
+            .stack_size(config.thread_stack_size)
+            .spawn(move || {
+                let _slot = slot;
+                // Nothing here should panic; if the handler does, only this connection ends.
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    let limits = connection::Limits {
+                        timeouts: &timeouts,
+                        max_requests,
+                        stopping: &stopping,
+                    };
+                    connection::serve(socket, peer, handler.as_ref(), &limits)
+                }));
+            });
+        if spawned.is_err() {
+            // The closure, with the socket and the slot, was dropped: the connection closes
+            // and its slot is free. Pause as for any shortage of resources.
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
 
-        #[cfg(unix)]
-        if let ListenAddr::Unix(addr) = &self.listening_addr {
-            if let Some(path) = addr.as_pathname() {
-                let _ = std::fs::remove_file(path);
+/// Answer a connection over a limit with 503 without reading from it or blocking.
+fn refuse(socket: TcpStream) {
+    if socket.set_nonblocking(true).is_ok() {
+        let _ = (&socket).write(REFUSED);
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+}
+
+/// For fuzzing: parse pipelined requests from `data` as a connection would, reading each
+/// body to its end. Returns the heads read.
+#[doc(hidden)]
+pub fn parse_pipelined(data: &[u8]) -> Vec<RequestHead> {
+    use std::io::Read;
+    let mut input = data;
+    let mut heads = Vec::new();
+    loop {
+        let Ok(head) = read_head(&mut input) else {
+            return heads;
+        };
+        let framing = head.framing();
+        let _ = head.expects_continue();
+        let _ = head.keep_alive();
+        heads.push(head);
+        let Ok(framing) = framing else { return heads };
+        let mut body = BodyReader::new(&mut input, framing);
+        let mut sink = [0u8; 4096];
+        loop {
+            match body.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return heads,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_clients_by_address_and_ipv6_prefix() {
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2:3".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert_eq!(client_key(mapped), "127.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn slots_are_capped_and_freed() {
+        let slots = Arc::new(Slots {
+            max_total: 3,
+            max_per_client: 2,
+            counts: Mutex::default(),
+        });
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = slots.acquire(a).unwrap();
+        let _second = slots.acquire(a).unwrap();
+        assert_eq!(slots.acquire(a).err(), Some(Limit::PerClient(2)));
+        let _third = slots.acquire(b).unwrap();
+        assert_eq!(slots.acquire(b).err(), Some(Limit::Total(3)));
+        drop(first);
+        assert!(slots.acquire(a).is_ok());
+        assert_eq!(slots.lock().total, 2);
+    }
+
+    #[test]
+    fn parses_pipelined_requests() {
+        let heads = parse_pipelined(
+            b"GET /a HTTP/1.1\r\n\r\nPUT /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /c HTTP/1.1\r\n\r\n",
+        );
+        let targets: Vec<&str> = heads.iter().map(|h| h.target.as_str()).collect();
+        assert_eq!(targets, ["/a", "/b", "/c"]);
     }
 }
