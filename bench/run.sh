@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make bench: every figure of the performance goals, measured in one run on this machine.
 # Packages are made with our own packager; baselines are nginx (sendfile), wrk and gzip.
+# Last, bench/attacks.py measures a legitimate client's latency under hostile clients.
 # Usage: bench/run.sh [--quick]   (--quick: 100 packages instead of 1000 for the start-up row)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -178,6 +179,10 @@ echo "  list: ours $OURS_RPS req/s, nginx $NGINX_RPS req/s"
 ok=$(awk -v a="$OURS_RPS" -v b="$NGINX_RPS" 'BEGIN { print (a / b >= 0.5) ? 1 : 0 }')
 row "same list, requests/s with wrk -t2 -c16, ours / nginx (static file)" "$(calc "$OURS_RPS / $NGINX_RPS")" ">= 0.5" "$ok"
 
+# --- hostile clients ---------------------------------------------------------------------------
+python3 bench/attacks.py "$SERVER" "$W/attacks" | tee "$W/attacks.txt"
+
 echo
 echo "Results ($(date -u +%Y-%m-%d), $(nproc) cores, loopback):"
 printf '%s\n' "${ROWS[@]}"
+grep "^  " "$W/attacks.txt" || true

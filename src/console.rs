@@ -12,18 +12,51 @@ use std::io::{IsTerminal, Write};
 /// What happened to a package or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Adding { id: String, arch: String },
-    Updating { id: String, arch: String },
-    Unchanged { id: String, arch: String },
-    Failed { file: String, reason: String },
-    Removing { id: String, arch: String },
-    NoMatch { pattern: String },
-    Skipping { file: String, reason: String },
+    Adding {
+        id: String,
+        arch: String,
+    },
+    Updating {
+        id: String,
+        arch: String,
+    },
+    Unchanged {
+        id: String,
+        arch: String,
+    },
+    Failed {
+        file: String,
+        reason: String,
+    },
+    Removing {
+        id: String,
+        arch: String,
+    },
+    NoMatch {
+        pattern: String,
+    },
+    Skipping {
+        file: String,
+        reason: String,
+    },
+    Dropped {
+        file: String,
+        reason: String,
+    },
+    Warning {
+        id: String,
+        arch: String,
+        reason: String,
+    },
 }
 
 impl Event {
-    /// The line without colours.
+    /// The line without colours, control characters escaped.
     pub fn text(&self) -> String {
+        escape_controls(&self.raw_text()).into_owned()
+    }
+
+    fn raw_text(&self) -> String {
         match self {
             Event::Adding { id, arch } => format!(" + adding   {id} [{arch}]"),
             Event::Updating { id, arch } => format!(" ! updating {id} [{arch}]"),
@@ -32,13 +65,15 @@ impl Event {
             Event::Removing { id, arch } => format!(" - removing {id} [{arch}]"),
             Event::NoMatch { pattern } => format!(" = skipping {pattern} (no match)"),
             Event::Skipping { file, reason } => format!(" = skipping {file} ({reason})"),
+            Event::Dropped { file, reason } => format!(" - dropping {file} ({reason})"),
+            Event::Warning { id, arch, reason } => format!(" ! warning  {id} [{arch}] ({reason})"),
         }
     }
 
     fn color(&self) -> &'static str {
         match self {
             Event::Adding { .. } => GREEN,
-            Event::Updating { .. } => YELLOW,
+            Event::Updating { .. } | Event::Warning { .. } => YELLOW,
             Event::Failed { .. } => RED,
             Event::Removing { .. } => MAGENTA,
             _ => GRAY,
@@ -105,8 +140,10 @@ impl Console {
         let mut text = String::new();
         for line in lines {
             match (line, self.color) {
-                (Line::Heading(h), false) => text.push_str(&format!("> {h}")),
-                (Line::Heading(h), true) => text.push_str(&format!("{BOLD}>{RESET} {h}")),
+                (Line::Heading(h), false) => text.push_str(&format!("> {}", escape_controls(h))),
+                (Line::Heading(h), true) => {
+                    text.push_str(&format!("{BOLD}>{RESET} {}", escape_controls(h)))
+                }
                 (Line::Event(e), false) => text.push_str(&e.text()),
                 (Line::Event(e), true) => {
                     text.push_str(&format!("{}{}{RESET}", e.color(), e.text()))
@@ -127,5 +164,50 @@ impl Console {
     fn write(&self, line: &str) {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+    }
+}
+
+/// `text` with every character that could end a line or steer a terminal escaped: ASCII and
+/// C1 controls (`\n`, `\r`, `\t`, `\x1b`, ...), Unicode line separators and bidirectional
+/// overrides. Names in events come from packages and file names, which are untrusted: one
+/// event must always be one line, and never rewrite the terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let event = Event::Failed {
+            file: "evil\n + adding   forged [all]\x1b[2K".into(),
+            reason: "tab\there\u{202e}".into(),
+        };
+        assert_eq!(
+            event.text(),
+            " x failed   evil\\n + adding   forged [all]\\x1b[2K (tab\\there\\u{202e})"
+        );
+        assert_eq!(escape_controls("plain: ok"), "plain: ok");
+        assert_eq!(escape_controls("\u{85}\x7f"), "\\u{0085}\\x7f");
     }
 }

@@ -103,3 +103,238 @@ pub fn write_atomically<E: From<io::Error>>(
     temp.persist(path)?;
     Ok(())
 }
+
+/// A directory opened once, by descriptor: everything in it is then opened, checked, renamed
+/// and removed relative to that descriptor, never by path again, and no symbolic link is
+/// followed. A file swapped for a link, a FIFO or a device between two calls is seen as what
+/// it has become (as OpenBSD's daemons and `cap-std` do it).
+#[derive(Debug)]
+pub struct Dir {
+    fd: std::os::fd::OwnedFd,
+}
+
+/// What `fstatat`/`fstat` tell about a directory entry, without following links.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub kind: FileKind,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    /// Modification time, in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Status change time (a rename sets it), in nanoseconds since the epoch.
+    pub ctime_ns: i128,
+    pub nlink: u64,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    Device,
+}
+
+impl FileKind {
+    /// For messages: "a symbolic link", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            FileKind::Regular => "a regular file",
+            FileKind::Directory => "a directory",
+            FileKind::Symlink => "a symbolic link",
+            FileKind::Fifo => "a FIFO",
+            FileKind::Socket => "a socket",
+            FileKind::Device => "a device",
+        }
+    }
+}
+
+impl FileStat {
+    fn from_raw(st: &libc::stat) -> FileStat {
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => FileKind::Regular,
+            libc::S_IFDIR => FileKind::Directory,
+            libc::S_IFLNK => FileKind::Symlink,
+            libc::S_IFIFO => FileKind::Fifo,
+            libc::S_IFSOCK => FileKind::Socket,
+            _ => FileKind::Device,
+        };
+        FileStat {
+            kind,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size.max(0) as u64,
+            mtime_ns: i128::from(st.st_mtime) * 1_000_000_000 + i128::from(st.st_mtime_nsec),
+            ctime_ns: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+            nlink: st.st_nlink,
+            uid: st.st_uid,
+        }
+    }
+
+    /// Whether two stats describe the same file in the same state.
+    pub fn same_file(&self, other: &FileStat) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.contains(&b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a plain file name",
+        ));
+    }
+    std::ffi::CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a file name"))
+}
+
+fn check(result: libc::c_int) -> io::Result<libc::c_int> {
+    if result < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(result)
+    }
+}
+
+/// `fstat` of an open file.
+pub fn stat_file(file: &File) -> io::Result<FileStat> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero stat is a valid value to be overwritten.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid descriptor and a stat structure we own.
+    check(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
+    Ok(FileStat::from_raw(&st))
+}
+
+impl Dir {
+    /// Open the directory at `path`; its last component must not be a symbolic link.
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a path"))?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a NUL-terminated path; we own the descriptor returned.
+        let fd = check(unsafe { libc::open(c_path.as_ptr(), flags) })?;
+        Ok(Dir::from_raw(fd))
+    }
+
+    fn from_raw(fd: libc::c_int) -> Dir {
+        use std::os::fd::FromRawFd;
+        // SAFETY: `fd` is a fresh descriptor that nobody else owns.
+        Dir {
+            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
+        }
+    }
+
+    fn raw(&self) -> libc::c_int {
+        use std::os::fd::AsRawFd;
+        self.fd.as_raw_fd()
+    }
+
+    /// The subdirectory `name`, created (mode 0755) when missing; never through a link.
+    pub fn open_dir(&self, name: &str, create: bool) -> io::Result<Dir> {
+        let c = c_name(name.as_ref())?;
+        if create {
+            // SAFETY: a valid directory descriptor and a NUL-terminated name.
+            let made = unsafe { libc::mkdirat(self.raw(), c.as_ptr(), 0o755) };
+            if made < 0 && io::Error::last_os_error().kind() != io::ErrorKind::AlreadyExists {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: as above; we own the descriptor returned.
+        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
+        Ok(Dir::from_raw(fd))
+    }
+
+    /// What `name` is, without following a link; `None` when it does not exist.
+    pub fn stat(&self, name: &std::ffi::OsStr) -> io::Result<Option<FileStat>> {
+        let c = c_name(name)?;
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, a stat structure we own.
+        let result =
+            unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        match check(result) {
+            Ok(_) => Ok(Some(FileStat::from_raw(&st))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Open `name` for reading without following a link and without blocking on a FIFO; the
+    /// caller checks with `stat_file` what it opened.
+    pub fn open_file(&self, name: &std::ffi::OsStr) -> io::Result<File> {
+        use std::os::fd::FromRawFd;
+        let c = c_name(name)?;
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: valid descriptor and NUL-terminated name; we own the descriptor returned.
+        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
+        // SAFETY: a fresh descriptor nobody else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Move `name` to `to`/`new_name`, failing if `new_name` exists (never replacing).
+    pub fn rename_to(
+        &self,
+        name: &std::ffi::OsStr,
+        to: &Dir,
+        new_name: &std::ffi::OsStr,
+    ) -> io::Result<()> {
+        let (from_c, to_c) = (c_name(name)?, c_name(new_name)?);
+        // SAFETY: valid descriptors and NUL-terminated names.
+        check(unsafe {
+            libc::renameat2(
+                self.raw(),
+                from_c.as_ptr(),
+                to.raw(),
+                to_c.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Remove the file (or link) `name`.
+    pub fn remove(&self, name: &std::ffi::OsStr) -> io::Result<()> {
+        let c = c_name(name)?;
+        // SAFETY: valid descriptor and NUL-terminated name.
+        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), 0) }).map(|_| ())
+    }
+
+    /// The names in the directory (without `.` and `..`), sorted. Read through our own
+    /// descriptor (no `/proc` needed: it may be missing in a minimal container).
+    pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
+        use std::os::unix::ffi::OsStrExt;
+        // SAFETY: duplicating a valid descriptor; fdopendir takes ownership of the copy, and
+        // closedir releases both. readdir's entries are read before the next call.
+        unsafe {
+            let copy = check(libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0))?;
+            let dir = libc::fdopendir(copy);
+            if dir.is_null() {
+                let error = io::Error::last_os_error();
+                libc::close(copy);
+                return Err(error);
+            }
+            libc::rewinddir(dir);
+            let mut names = Vec::new();
+            loop {
+                let entry = libc::readdir(dir);
+                if entry.is_null() {
+                    break;
+                }
+                let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
+                if name != b"." && name != b".." {
+                    names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+                }
+            }
+            libc::closedir(dir);
+            names.sort();
+            Ok(names)
+        }
+    }
+}

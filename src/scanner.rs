@@ -3,28 +3,53 @@ The scanner thread: processes files dropped into `upload/` and `remove/`.
 
 It sleeps in a `polling::Poller`, woken by inotify (registered with the poller) when something
 changes in the two folders, by a periodic timer as a fallback (and for files that were not yet
-ready), or by `Scanner::stop`. A file in `upload/` is taken only when nobody has it open for
-writing (checked with a Linux read lease, which the kernel refuses while a writer exists) and it
-has been quiet for a moment; so a half-copied file is never read. Rejected files move to
-`upload/rejected/`, never deleted. Dot files are ignored: tools like rsync write under a dot name
-and rename when done.
+ready), or by `Scanner::stop`.
+
+Everything in the folders is hostile, and may be swapped for something else between any two
+system calls. So each folder is opened once per pass as a directory descriptor (never through a
+link), every entry is looked at with `fstatat` without following links, and a regular file is
+opened relative to the folder with `O_NOFOLLOW | O_NONBLOCK` and checked again with `fstat`;
+from then on only that descriptor is used. Links, FIFOs, sockets and devices are refused without
+being opened and moved aside; directories are left alone. A package is verified while it is
+copied from its descriptor into a file of the server's own (`Store::install_copy`).
+
+A file is taken only when nobody has it open for writing: checked with a Linux read lease,
+which the kernel refuses while a writer exists. A lease needs the file's owner or `CAP_LEASE`;
+where it cannot be taken (another user's file, a file system without leases) the file must
+instead stay unchanged in size and modification time for `UNCHANGED_TIME`. Rejected files move
+to `upload/rejected/` (at most `MAX_REJECTED`, the oldest dropped), never deleted otherwise; a
+file that cannot be moved is left, and looked at again only once it changes. Dot files are
+ignored: tools like rsync write under a dot name and rename when done.
 */
 
 use crate::console::Event;
-use crate::store::{REJECTED_DIR, Store, display_name};
+use crate::fsutil::{Dir, FileKind, FileStat, stat_file};
+use crate::package::WRONG_FILE_TYPE;
+use crate::store::{InstallError, REJECTED_DIR, Store};
 use polling::{Event as PollEvent, Events, Poller};
-use std::fs::{self, File};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A file must be this long without modification before we take it.
 const QUIET_TIME: Duration = Duration::from_millis(200);
+/// Without a lease, a file must stay unchanged this long before we take it.
+pub const UNCHANGED_TIME: Duration = Duration::from_secs(3);
 /// Rescan this often even without inotify events (and while files wait to be ready).
 const RESCAN_INTERVAL: Duration = Duration::from_millis(250);
+/// After a server-side failure (disk full, say), a file is tried again after this long.
+const RETRY_AFTER_SERVER_FAULT: Duration = Duration::from_secs(60);
+/// Rejected files kept in `upload/rejected/`.
+pub const MAX_REJECTED: usize = 100;
+/// Other names tried when `upload/rejected` is not a directory of ours.
+const REJECTED_ALTERNATIVES: usize = 9;
 const INOTIFY_KEY: usize = 1;
 
 pub struct Scanner {
@@ -34,15 +59,15 @@ pub struct Scanner {
 }
 
 impl Scanner {
-    /// Start the scanner thread.
-    pub fn start(store: Arc<Store>) -> Result<Scanner, String> {
+    /// Start the scanner thread, going on from the start-up pass's `folders`.
+    pub fn start(store: Arc<Store>, mut folders: Folders) -> Result<Scanner, String> {
         let poller =
             Arc::new(Poller::new().map_err(|e| format!("could not create a poller: {e}"))?);
         let stopping = Arc::new(AtomicBool::new(false));
         let watcher = Watcher::new(&poller, &[&store.upload_dir, &store.remove_dir]);
         let thread = {
             let (poller, stopping) = (poller.clone(), stopping.clone());
-            std::thread::spawn(move || run(&store, &poller, watcher, &stopping))
+            std::thread::spawn(move || run(&store, &mut folders, &poller, watcher, &stopping))
         };
         Ok(Scanner {
             poller,
@@ -59,7 +84,13 @@ impl Scanner {
     }
 }
 
-fn run(store: &Store, poller: &Poller, mut watcher: Option<Watcher>, stopping: &AtomicBool) {
+fn run(
+    store: &Store,
+    folders: &mut Folders,
+    poller: &Poller,
+    mut watcher: Option<Watcher>,
+    stopping: &AtomicBool,
+) {
     let mut events = Events::new();
     while !stopping.load(Ordering::SeqCst) {
         events.clear();
@@ -72,7 +103,7 @@ fn run(store: &Store, poller: &Poller, mut watcher: Option<Watcher>, stopping: &
         if stopping.load(Ordering::SeqCst) {
             break;
         }
-        scan_once(store);
+        folders.scan(store);
     }
     if let Some(w) = watcher {
         let _ = poller.delete(&w.fd);
@@ -82,132 +113,459 @@ fn run(store: &Store, poller: &Poller, mut watcher: Option<Watcher>, stopping: &
 /// How long start-up waits for uploads that are still being written.
 const START_UP_PATIENCE: Duration = Duration::from_secs(3);
 
-/// Process what is in `upload/`, then `remove/`.
-pub fn scan_once(store: &Store) {
-    scan_uploads(store);
-    scan_removals(store);
+/// What a file was when we last decided about it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    stat: FileStat,
+    /// When to look at it again although unchanged (`None`: only once it changes).
+    retry_at: Option<Instant>,
 }
 
-/// The start-up pass: uploads first (waiting a little for files still being written, so a
-/// removal in the same start cannot overtake them), then removals.
-pub fn initial_scan(store: &Store) {
-    let deadline = std::time::Instant::now() + START_UP_PATIENCE;
-    while scan_uploads(store) > 0 && std::time::Instant::now() < deadline {
-        std::thread::sleep(QUIET_TIME / 4);
+impl Seen {
+    fn unchanged(&self, now: &FileStat) -> bool {
+        self.stat.same_file(now) && self.stat.size == now.size && self.stat.mtime_ns == now.mtime_ns
     }
-    scan_removals(store);
 }
 
-/// Install the ready files of `upload/`; returns how many are not ready yet.
-fn scan_uploads(store: &Store) -> usize {
-    let _ = fs::create_dir_all(&store.upload_dir);
-    let (ready, waiting): (Vec<PathBuf>, Vec<PathBuf>) = candidates(&store.upload_dir)
-        .into_iter()
-        .partition(|p| is_ready(p));
-    if !ready.is_empty() {
-        store.console.heading("Scanning upload");
-        for path in ready {
-            process_upload(store, &path);
+/// What the scanner remembers between passes.
+#[derive(Default)]
+pub struct Folders {
+    /// Files decided about that stay in `upload/` (could not be moved, or a server fault).
+    seen: HashMap<OsString, Seen>,
+    /// Files that could not be leased: how they looked and since when.
+    unchanged_since: HashMap<OsString, (FileStat, Instant)>,
+    /// Problems already reported (a folder that is a link, say), so they are said once.
+    reported: Vec<String>,
+}
+
+/// Whether an upload can be taken now.
+enum Readiness {
+    Ready,
+    /// Still written, or too recently changed: try again later.
+    Wait,
+}
+
+impl Folders {
+    /// Process what is in `upload/`, then `remove/`.
+    pub fn scan(&mut self, store: &Store) {
+        self.scan_uploads(store);
+        self.scan_removals(store);
+    }
+
+    /// The start-up pass: uploads first (waiting a little for files still being written, so a
+    /// removal in the same start cannot overtake them), then removals.
+    pub fn initial_scan(&mut self, store: &Store) {
+        let deadline = Instant::now() + START_UP_PATIENCE;
+        while self.scan_uploads(store) > 0 && Instant::now() < deadline {
+            std::thread::sleep(QUIET_TIME / 4);
         }
+        self.scan_removals(store);
     }
-    waiting.len()
-}
 
-fn scan_removals(store: &Store) {
-    let _ = fs::create_dir_all(&store.remove_dir);
-    let removals = candidates(&store.remove_dir);
-    if removals.is_empty() {
-        return;
-    }
-    store.console.heading("Scanning remove");
-    for path in removals {
-        let name = display_name(&path);
-        let pattern = name.strip_suffix(".ampkg").unwrap_or(&name);
-        let removed = store.remove_by_name(pattern);
-        for event in Store::removal_lines(&removed, pattern) {
-            store.console.event(&event);
-        }
-        let _ = fs::remove_file(&path);
-    }
-}
-
-/// Regular files in `dir` that are not dot files, sorted.
-fn candidates(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    files
-}
-
-fn process_upload(store: &Store, path: &Path) {
-    let name = display_name(path);
-    match store.install(path) {
-        Ok(installed) => store.console.event(&installed.event()),
-        Err(reason) => {
-            // Move first, so the file is in rejected/ when the line appears.
-            let moved = reject(store, path, &name);
+    /// Say `problem` once (until it goes away and comes back, it is not repeated).
+    fn report_once(&mut self, store: &Store, file: &str, problem: String) {
+        if !self.reported.contains(&problem) {
+            self.reported.push(problem.clone());
             store.console.event(&Event::Failed {
-                file: name.clone(),
-                reason,
+                file: file.to_string(),
+                reason: problem,
             });
-            if let Err(e) = moved {
-                store.console.event(&Event::Failed {
-                    file: name,
-                    reason: format!("could not move it to {REJECTED_DIR}/: {e}"),
-                });
+        }
+    }
+
+    /// Open `store`'s folder `path` (created when missing), never through a link.
+    fn open_folder(&mut self, store: &Store, path: &Path) -> Option<Dir> {
+        let _ = std::fs::create_dir(path);
+        match Dir::open(path) {
+            Ok(dir) => {
+                let name = display_path(path);
+                self.reported
+                    .retain(|p| !p.starts_with(&format!("the folder {name} ")));
+                Some(dir)
+            }
+            Err(e) => {
+                let name = display_path(path);
+                let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_symlink());
+                let why = match e.raw_os_error() {
+                    _ if is_link => "is a symbolic link".to_string(),
+                    Some(libc::ENOTDIR) => "is not a directory".to_string(),
+                    _ => format!("cannot be opened: {e}"),
+                };
+                self.report_once(store, &name, format!("the folder {name} {why}"));
+                None
             }
         }
     }
-}
 
-/// Move a rejected upload to `upload/rejected/`, never overwriting an earlier one.
-fn reject(store: &Store, path: &Path, name: &str) -> std::io::Result<()> {
-    let dir = store.upload_dir.join(REJECTED_DIR);
-    fs::create_dir_all(&dir)?;
-    let mut target = dir.join(name);
-    let mut n = 1;
-    while target.exists() {
-        target = dir.join(format!("{name}.{n}"));
-        n += 1;
+    /// Install the ready files of `upload/`; returns how many are not ready yet.
+    fn scan_uploads(&mut self, store: &Store) -> usize {
+        let Some(upload) = self.open_folder(store, &store.upload_dir) else {
+            return 0;
+        };
+        let names = candidates(&upload);
+        self.seen.retain(|name, _| names.contains(name));
+        self.unchanged_since.retain(|name, _| names.contains(name));
+        let mut waiting = 0;
+        let mut heading_done = false;
+        for name in names {
+            let Ok(Some(stat)) = upload.stat(&name) else {
+                continue;
+            };
+            if stat.kind == FileKind::Directory {
+                continue;
+            }
+            if let Some(seen) = self.seen.get(&name) {
+                let retry = seen.retry_at.is_some_and(|at| Instant::now() >= at);
+                if seen.unchanged(&stat) && !retry {
+                    continue;
+                }
+            }
+            let opened = if stat.kind == FileKind::Regular {
+                match self.open_upload(&upload, &name, &stat) {
+                    Some((file, Readiness::Ready)) => Some(file),
+                    Some((_, Readiness::Wait)) => {
+                        waiting += 1;
+                        continue;
+                    }
+                    // Swapped or gone since the stat: look again next time.
+                    None => continue,
+                }
+            } else {
+                None
+            };
+            if !heading_done {
+                store.console.heading("Scanning upload");
+                heading_done = true;
+            }
+            match opened {
+                Some(file) => self.process_upload(store, &upload, &name, &file, &stat),
+                None => {
+                    let reason = format!("{}: only regular files are taken", stat.kind.describe());
+                    self.reject(store, &upload, &name, &stat, reason);
+                }
+            }
+        }
+        waiting
     }
-    fs::rename(path, target)
+
+    /// Open the regular file `name` (as `stat` showed it) and decide whether it is ready;
+    /// `None` when it is no longer that file.
+    fn open_upload(
+        &mut self,
+        upload: &Dir,
+        name: &OsStr,
+        stat: &FileStat,
+    ) -> Option<(File, Readiness)> {
+        let file = upload.open_file(name).ok()?;
+        let opened = stat_file(&file).ok()?;
+        if opened.kind != FileKind::Regular || !opened.same_file(stat) {
+            return None;
+        }
+        let age_ns = now_ns() - opened.mtime_ns;
+        if age_ns < QUIET_TIME.as_nanos() as i128 {
+            return Some((file, Readiness::Wait));
+        }
+        let readiness = match lease(&file) {
+            Lease::Free => Readiness::Ready,
+            Lease::Busy => Readiness::Wait,
+            Lease::Unavailable => self.unchanged_long_enough(name, &opened),
+        };
+        Some((file, readiness))
+    }
+
+    /// Without a lease: ready once the file has looked the same for `UNCHANGED_TIME`.
+    fn unchanged_long_enough(&mut self, name: &OsStr, stat: &FileStat) -> Readiness {
+        let now = Instant::now();
+        match self.unchanged_since.get(name) {
+            Some((before, since))
+                if before.same_file(stat)
+                    && before.size == stat.size
+                    && before.mtime_ns == stat.mtime_ns =>
+            {
+                if now.duration_since(*since) >= UNCHANGED_TIME {
+                    Readiness::Ready
+                } else {
+                    Readiness::Wait
+                }
+            }
+            _ => {
+                self.unchanged_since
+                    .insert(name.to_os_string(), (*stat, now));
+                Readiness::Wait
+            }
+        }
+    }
+
+    fn process_upload(
+        &mut self,
+        store: &Store,
+        upload: &Dir,
+        name: &OsStr,
+        file: &File,
+        stat: &FileStat,
+    ) {
+        let shown = name.to_string_lossy().into_owned();
+        match store.install_copy(file) {
+            Ok(installed) => {
+                // Remove the uploaded file only if it is still the one we copied.
+                if upload
+                    .stat(name)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.same_file(stat))
+                {
+                    let _ = upload.remove(name);
+                }
+                self.unchanged_since.remove(name);
+                for event in installed.events() {
+                    store.console.event(&event);
+                }
+            }
+            Err(InstallError::Rejected(reason)) => {
+                // Qt's words, with the bytes that are wrong.
+                let reason = match reason.as_str() {
+                    WRONG_FILE_TYPE => format!("{WRONG_FILE_TYPE} ({})", first_bytes_hex(file)),
+                    _ => reason,
+                };
+                self.reject(store, upload, name, stat, reason)
+            }
+            Err(InstallError::Server(reason)) => {
+                store.console.event(&Event::Failed {
+                    file: shown,
+                    reason: format!("{reason}; the file stays in upload/"),
+                });
+                self.seen.insert(
+                    name.to_os_string(),
+                    Seen {
+                        stat: *stat,
+                        retry_at: Some(Instant::now() + RETRY_AFTER_SERVER_FAULT),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Move a rejected upload to `upload/rejected/` (never overwriting an earlier one), then
+    /// say why. A file that cannot be moved stays, and is not looked at until it changes.
+    fn reject(
+        &mut self,
+        store: &Store,
+        upload: &Dir,
+        name: &OsStr,
+        stat: &FileStat,
+        reason: String,
+    ) {
+        let shown = name.to_string_lossy().into_owned();
+        let moved = self.move_to_rejected(store, upload, name, stat);
+        store.console.event(&Event::Failed {
+            file: shown.clone(),
+            reason,
+        });
+        if let Err(problem) = moved {
+            store.console.event(&Event::Failed {
+                file: shown,
+                reason: format!("could not move it to {REJECTED_DIR}/: {problem}; it stays"),
+            });
+            self.seen.insert(
+                name.to_os_string(),
+                Seen {
+                    stat: *stat,
+                    retry_at: None,
+                },
+            );
+        }
+    }
+
+    fn move_to_rejected(
+        &mut self,
+        store: &Store,
+        upload: &Dir,
+        name: &OsStr,
+        stat: &FileStat,
+    ) -> Result<(), String> {
+        let rejected = self.open_rejected(store, upload)?;
+        if !upload
+            .stat(name)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.same_file(stat))
+        {
+            return Err("it changed meanwhile".into());
+        }
+        let mut last_error = String::new();
+        for target in rejected_names(name) {
+            match upload.rename_to(name, &rejected, &target) {
+                Ok(()) => {
+                    prune_rejected(store, &rejected);
+                    return Ok(());
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EEXIST) | Some(libc::ENAMETOOLONG)
+                    ) =>
+                {
+                    last_error = e.to_string();
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err(format!("no free name ({last_error})"))
+    }
+
+    /// `upload/rejected/`, created and opened by us; when something else is in the way, the
+    /// first of `rejected.1` ... that works (said once).
+    fn open_rejected(&mut self, store: &Store, upload: &Dir) -> Result<Dir, String> {
+        let mut problem = None;
+        for n in 0..=REJECTED_ALTERNATIVES {
+            let name = match n {
+                0 => REJECTED_DIR.to_string(),
+                n => format!("{REJECTED_DIR}.{n}"),
+            };
+            match upload.open_dir(&name, true) {
+                Ok(dir) => {
+                    if let Some(problem) = problem {
+                        self.report_once(
+                            store,
+                            &format!("upload/{REJECTED_DIR}"),
+                            format!("{problem}: rejected files go to upload/{name}/"),
+                        );
+                    }
+                    return Ok(dir);
+                }
+                Err(e) => {
+                    problem.get_or_insert_with(|| {
+                        match upload.stat(OsStr::new(REJECTED_DIR)).ok().flatten() {
+                            Some(stat) if stat.kind != FileKind::Directory => {
+                                format!("upload/{REJECTED_DIR} is {}", stat.kind.describe())
+                            }
+                            _ => format!("upload/{REJECTED_DIR} cannot be opened: {e}"),
+                        }
+                    });
+                }
+            }
+        }
+        Err(problem.unwrap_or_default())
+    }
+
+    fn scan_removals(&mut self, store: &Store) {
+        let Some(remove) = self.open_folder(store, &store.remove_dir) else {
+            return;
+        };
+        let names: Vec<OsString> = candidates(&remove)
+            .into_iter()
+            .filter(|n| {
+                remove
+                    .stat(n)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|s| s.kind != FileKind::Directory)
+            })
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        store.console.heading("Scanning remove");
+        for name in names {
+            let shown = name.to_string_lossy().into_owned();
+            let pattern = shown.strip_suffix(".ampkg").unwrap_or(&shown);
+            let removed = store.remove_by_name(pattern);
+            for event in Store::removal_lines(&removed, pattern) {
+                store.console.event(&event);
+            }
+            let _ = remove.remove(&name);
+        }
+    }
 }
 
-/// True when the file has been quiet for a moment and no process has it open for writing.
-fn is_ready(path: &Path) -> bool {
-    let Ok(metadata) = fs::metadata(path) else {
-        return false;
-    };
-    let quiet = metadata
-        .modified()
-        .ok()
-        .and_then(|m| SystemTime::now().duration_since(m).ok())
-        .is_none_or(|age| age >= QUIET_TIME);
-    quiet && !open_for_writing(path)
+/// The names in `dir` that are not dot files.
+fn candidates(dir: &Dir) -> Vec<OsString> {
+    dir.names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !n.as_bytes().starts_with(b"."))
+        .collect()
 }
 
-/// Whether another process has `path` open for writing. A read lease can only be taken when
-/// nobody does; where leases are not supported, we rely on the quiet time alone.
-fn open_for_writing(path: &Path) -> bool {
-    let Ok(file) = File::open(path) else {
-        return true;
-    };
+/// `name`, then `name.1`, `name.2`, ..., shortened where needed to fit a file name (255 bytes).
+fn rejected_names(name: &OsStr) -> impl Iterator<Item = OsString> + '_ {
+    std::iter::once(name.to_os_string()).chain((1..1000).map(move |n| {
+        let suffix = format!(".{n}");
+        let mut base = name.as_bytes().to_vec();
+        base.truncate(255 - suffix.len());
+        base.extend_from_slice(suffix.as_bytes());
+        OsString::from_vec(base)
+    }))
+}
+
+/// Keep the newest `MAX_REJECTED` files in `rejected`, dropping the oldest with a line each.
+fn prune_rejected(store: &Store, rejected: &Dir) {
+    let names = rejected.names().unwrap_or_default();
+    if names.len() <= MAX_REJECTED {
+        return;
+    }
+    let mut files: Vec<(i128, OsString)> = names
+        .into_iter()
+        .filter_map(|n| {
+            let stat = rejected.stat(&n).ok().flatten()?;
+            (stat.kind != FileKind::Directory).then_some((stat.ctime_ns, n))
+        })
+        .collect();
+    files.sort();
+    let excess = files.len().saturating_sub(MAX_REJECTED);
+    for (_, name) in files.into_iter().take(excess) {
+        if rejected.remove(&name).is_ok() {
+            store.console.event(&Event::Dropped {
+                file: format!("{REJECTED_DIR}/{}", name.to_string_lossy()),
+                reason: format!("only the newest {MAX_REJECTED} rejected files are kept"),
+            });
+        }
+    }
+}
+
+/// The first bytes of `file` in hex, as Qt's message shows them.
+fn first_bytes_hex(file: &File) -> String {
+    use std::os::unix::fs::FileExt;
+    let mut start = [0u8; 4];
+    let n = file.read_at(&mut start, 0).unwrap_or(0);
+    start[..n].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+fn display_path(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// What a read lease says about writers.
+enum Lease {
+    /// Nobody has the file open for writing.
+    Free,
+    /// Someone does.
+    Busy,
+    /// No lease could be taken (not our file and no `CAP_LEASE`, or no lease support).
+    Unavailable,
+}
+
+fn lease(file: &File) -> Lease {
     let fd = file.as_raw_fd();
     // SAFETY: fcntl on a descriptor we own; F_SETLEASE takes an int argument.
     let taken = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
     if taken == 0 {
         // SAFETY: as above; release the lease at once.
         unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
-        return false;
+        return Lease::Free;
     }
-    std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN)
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => Lease::Busy,
+        _ => Lease::Unavailable,
+    }
 }
 
 /// Ignore SIGIO: a writer opening a file while we hold a lease for an instant would otherwise
@@ -246,7 +604,8 @@ impl Watcher {
             | libc::IN_MOVED_TO
             | libc::IN_CREATE
             | libc::IN_MODIFY
-            | libc::IN_ATTRIB;
+            | libc::IN_ATTRIB
+            | libc::IN_DONT_FOLLOW;
         for dir in dirs {
             let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
                 continue;

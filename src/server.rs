@@ -81,7 +81,8 @@ fn serve(config: Config) -> Result<(), String> {
         yes_no(signing)
     ));
     store.load_packages();
-    scanner::initial_scan(&store);
+    let mut folders = scanner::Folders::default();
+    folders.initial_scan(&store);
 
     let state = Arc::new(State {
         store: store.clone(),
@@ -90,7 +91,7 @@ fn serve(config: Config) -> Result<(), String> {
     let connection_limits = fit_to_file_limit(config.connection_limits, &console);
     let http = HttpServer::start(config.bind_address, connection_limits, state, console)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));
-    let scanner = Scanner::start(store.clone())?;
+    let scanner = Scanner::start(store.clone(), folders)?;
 
     signals.wait();
     http.stop();

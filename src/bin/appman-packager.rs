@@ -327,8 +327,10 @@ fn sign(args: &Args, kind: SignatureKind, hardware_id: Option<String>) -> Result
             input.display()
         ))
     })?;
-    write_atomically(output, |out| add_signature(source, out, kind, &signature))
-        .map_err(|e| Failure::Error(format!("could not write {}: {e}", output.display())))?;
+    write_atomically(output, |out| {
+        add_signature(source, out, kind, &signature, &Limits::default())
+    })
+    .map_err(|e| Failure::Error(format!("could not write {}: {e}", output.display())))?;
     if args.verbose {
         println!(
             "signed {} -> {} (digest {})",

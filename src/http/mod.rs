@@ -93,6 +93,11 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// Bytes shared with a cache.
     Shared(Arc<Vec<u8>>),
+    /// `length` bytes from a reader (an icon streamed from its package).
+    Reader {
+        reader: Box<dyn Read + Send>,
+        length: u64,
+    },
     /// `length` bytes of a file (sent with sendfile), then `tail`.
     File {
         file: std::fs::File,

@@ -6,8 +6,9 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 use super::{Body, Method, Request, Response};
 use crate::console::Event;
 use crate::fsutil::TempFile;
-use crate::store::index::{Entry, ListQuery};
-use crate::store::{Store, display_name};
+use crate::package::WRONG_FILE_TYPE;
+use crate::store::index::{Entry, Icon, ListQuery};
+use crate::store::{InstallError, Store};
 use serde_json::json;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -56,7 +57,7 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
     };
-    let json = state.store.index().list_json(&query);
+    let json = state.store.list_json(&query);
     Response::json_body(Body::Shared(json))
 }
 
@@ -75,14 +76,24 @@ fn selected(request: &Request<'_>, state: &State) -> Option<Arc<Entry>> {
 }
 
 fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
-    match selected(request, state).and_then(|e| e.info.icon.clone()) {
-        Some(icon) => Response {
-            status: 200,
-            headers: vec![("Content-Type", "image/png".into())],
-            body: Body::Bytes(icon),
-            close: false,
+    let Some(entry) = selected(request, state) else {
+        return Response::not_found();
+    };
+    let body = match &entry.icon {
+        Icon::None => return Response::not_found(),
+        Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
+        Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
+            Ok((length, reader)) => Body::Reader { reader, length },
+            Err(e) => {
+                return download_failed(state, &entry, &format!("could not read the icon: {e}"));
+            }
         },
-        None => Response::not_found(),
+    };
+    Response {
+        status: 200,
+        headers: vec![("Content-Type", "image/png".into())],
+        body,
+        close: false,
     }
 }
 
@@ -159,23 +170,27 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
         response.close = status != 200;
         response
     };
-    if request.content_length.is_some_and(|n| n > limit) {
-        return failed("upload", 200, too_large(limit)).closing();
-    }
-    let mut temp = match TempFile::new_in(&store.data_dir) {
-        Ok(t) => t,
-        Err(e) => return failed("upload", 200, format!("could not store the upload: {e}")),
+    // Failures are logged under the client's address (the file is only ours).
+    let name = match request.client {
+        Some(client) => format!("upload from {client}"),
+        None => "upload".to_string(),
     };
-    let name = display_name(temp.path());
+    if request.content_length.is_some_and(|n| n > limit) {
+        return failed(&name, 200, too_large(limit)).closing();
+    }
+    let mut temp = match store.upload_file() {
+        Ok(t) => t,
+        Err(e) => return failed(&name, 200, format!("could not store the upload: {e}")),
+    };
     match receive_body(request.body, &mut temp, limit, request.content_length) {
         Ok(()) => {}
         // The package was never complete: a client or transport error.
         Err(Received::Broken(message)) => return failed(&name, 400, message),
         Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
     }
-    match store.install(temp.path()) {
+    match store.install_upload(temp) {
         Ok(installed) => {
-            store.report("Upload via HTTP:", &[installed.event()]);
+            store.report("Upload via HTTP:", &installed.events());
             Response::json(&json!({
                 "status": "ok",
                 "result": installed.result.as_str(),
@@ -183,7 +198,11 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
                 "architecture": installed.arch,
             }))
         }
-        Err(message) => failed(&name, 200, message),
+        // Qt's words for an upload that is not gzip at all.
+        Err(InstallError::Rejected(m)) if m == WRONG_FILE_TYPE => {
+            failed(&name, 200, "wrong package format".to_string())
+        }
+        Err(error) => failed(&name, 200, error.message().to_string()),
     }
 }
 

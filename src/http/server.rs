@@ -198,6 +198,9 @@ fn into_tiny_http(response: Response) -> tiny_http::Response {
         Body::File { file, length, tail } => {
             tiny_http::ResponseBody::Stream(Box::new(FileBody { file, length, tail }))
         }
+        Body::Reader { reader, length } => {
+            tiny_http::ResponseBody::Stream(Box::new(ReaderBody { reader, length }))
+        }
     };
     let mut out = tiny_http::Response::new(response.status, body);
     out.headers = response
@@ -235,6 +238,31 @@ impl tiny_http::StreamBody for FileBody {
             .and_then(|()| out.write_all(&self.tail));
         cork(0)?;
         sent
+    }
+}
+
+/// `length` bytes from a reader, copied in 64 KiB pieces.
+struct ReaderBody {
+    reader: Box<dyn Read + Send>,
+    length: u64,
+}
+
+impl tiny_http::StreamBody for ReaderBody {
+    fn length(&self) -> u64 {
+        self.length
+    }
+
+    fn send(mut self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()> {
+        let mut out = socket;
+        out.write_all(head)?;
+        let copied = io::copy(&mut (&mut self.reader).take(self.length), &mut out)?;
+        if copied < self.length {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the body is shorter than announced",
+            ));
+        }
+        Ok(())
     }
 }
 

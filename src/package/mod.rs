@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod qdatastream;
 pub mod reader;
 pub mod signature;
+pub mod tarstream;
 pub mod writer;
 
 use crate::yaml::Node;
@@ -22,6 +23,9 @@ use std::fmt;
 use std::io;
 
 pub use reader::read_package;
+
+/// The reason given for a file that is not gzip at all.
+pub const WRONG_FILE_TYPE: &str = "wrong file type";
 
 /// Name of the first archive entry.
 pub const HEADER_ENTRY: &str = "--PACKAGE-HEADER--";
@@ -53,6 +57,19 @@ pub struct PackageInfo {
 }
 
 impl PackageInfo {
+    /// Bytes of what `/package/list` shows of this package (names, descriptions, categories,
+    /// version).
+    pub fn listed_size(&self) -> u64 {
+        let map = |m: &BTreeMap<String, String>| -> usize {
+            m.iter().map(|(k, v)| k.len() + v.len()).sum()
+        };
+        let size: usize = map(&self.names)
+            + map(&self.descriptions)
+            + self.categories.iter().map(String::len).sum::<usize>()
+            + self.version.as_deref().map_or(0, str::len);
+        size as u64
+    }
+
     /// The architecture as stored in file names: `all` for platform independent packages.
     pub fn architecture_name(&self) -> &str {
         self.architecture.as_deref().unwrap_or("all")
@@ -75,6 +92,15 @@ pub struct Limits {
     pub max_entries: u64,
     /// Maximum size of each metadata entry: header, footer, `info.yaml` and icon, in bytes.
     pub max_metadata_size: u64,
+}
+
+impl Limits {
+    /// Most bytes of names, descriptions, categories and version that a package may have:
+    /// what the server keeps in memory for `/package/list`. A sixteenth of the metadata limit
+    /// (256 KiB by default), so that memory grows by bytes the README can promise.
+    pub fn max_listed_size(&self) -> u64 {
+        self.max_metadata_size / 16
+    }
 }
 
 impl Default for Limits {

@@ -5,23 +5,22 @@ Payload files are never written anywhere or held in memory: their bytes go throu
 and the architecture detector chunk by chunk. Only the metadata entries (header, `info.yaml`,
 icon, footers) are read into memory, each bounded by `Limits::max_metadata_size`. Everything
 that input controls is bounded: file size, uncompressed size, entry count, tar extension
-headers (`TarGuard`), YAML depth and node count. The first error ends the read.
+headers (`tarstream`, the one tar reader, shared with signing), YAML depth and node count. The
+first error ends the read.
 */
 
 use super::arch::ArchDetector;
 use super::digest::{PackageDigest, from_hex, to_hex};
 use super::gzip::GzipMembers;
 use super::manifest::{Footer, Header, Manifest, merge_footer, parse_header, parse_info};
+use super::tarstream::{EntryHead, LimitExceeded, TarReader, limit_io_error};
 use super::{FOOTER_ENTRY, HEADER_ENTRY, Limits, PackageError, PackageInfo};
 use openssl::sha::Sha1;
 use std::io::{self, BufReader, Read};
-use tar::EntryType;
 use unicode_normalization::UnicodeNormalization;
 
 /// Read size for payload data and the input buffer size.
 const CHUNK: usize = 256 * 1024;
-/// Largest tar extension header (pax, GNU long name) we accept.
-const MAX_EXTENSION_HEADER: u64 = 64 * 1024;
 /// How much zero padding may follow the end of the archive inside the gzip stream.
 const MAX_TAR_PADDING: u64 = 1 << 20;
 
@@ -36,20 +35,66 @@ pub fn read_package<R: Read>(input: R, limits: &Limits) -> Result<PackageInfo, P
     let (parts, digest) = {
         let gzip =
             GzipMembers::new(BufReader::with_capacity(CHUNK, &mut source)).map_err(read_error)?;
-        let guard = TarGuard::new(gzip, limits.max_uncompressed_size);
-        let mut archive = tar::Archive::new(guard);
+        let mut tar = tar_reader(gzip, limits);
         let mut state = ReadState::default();
-        for entry in archive.entries().map_err(read_error)? {
-            let entry = entry.map_err(read_error)?;
-            state.entry(entry, limits)?;
+        while let Some(head) = tar.next_entry().map_err(read_error)? {
+            state.entry(&head, &mut tar.data(), limits)?;
         }
         let digest = state.check_complete()?;
-        drain_padding(archive.into_inner())?;
+        drain_padding(tar.into_inner())?;
         (state, digest)
     };
     // Reading the remainder of the file verifies the trailing zero padding and completes the hash.
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
-    parts.into_info(digest, source.sha1.finish(), source.size)
+    let info = parts.into_info(digest, source.sha1.finish(), source.size)?;
+    if info.listed_size() > limits.max_listed_size() {
+        return Err(PackageError::Limit(format!(
+            "the names, descriptions and categories are {} bytes, more than the {} bytes a package may list (a sixteenth of the maximum metadata size)",
+            info.listed_size(),
+            limits.max_listed_size()
+        )));
+    }
+    Ok(info)
+}
+
+/// The icon of a (verified) package, read from its file: the third entry, after the header
+/// and `info.yaml`. Returns a reader of exactly its bytes, and their number.
+pub fn icon_reader<R: Read>(
+    input: R,
+    limits: &Limits,
+) -> io::Result<(u64, IconReader<GzipMembers<BufReader<R>>>)> {
+    let gzip = GzipMembers::new(BufReader::with_capacity(64 * 1024, input))?;
+    let mut tar = tar_reader(gzip, limits);
+    let no_icon = || io::Error::new(io::ErrorKind::InvalidData, "the package has no icon entry");
+    // Verification checked the order: the header, info.yaml, then the icon.
+    for _ in 0..2 {
+        tar.next_entry()?.ok_or_else(no_icon)?;
+    }
+    let icon = tar.next_entry()?.ok_or_else(no_icon)?;
+    Ok((icon.size, IconReader { tar }))
+}
+
+/// The bytes of a package's icon, streamed from the package file.
+pub struct IconReader<R> {
+    tar: TarReader<R>,
+}
+
+impl<R: Read> Read for IconReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tar.read_data(buf)
+    }
+}
+
+/// The tar reader over a package's decompressed stream, bounded as `limits` say. Headers and
+/// padding come on top of the content: they get some room beyond the content limit (which
+/// `ReadState` checks exactly, entry by entry).
+pub fn tar_reader<R: Read>(decompressed: R, limits: &Limits) -> TarReader<R> {
+    let max = limits.max_uncompressed_size;
+    TarReader::new(
+        decompressed,
+        max.saturating_add(max / 8 + (1 << 20)),
+        uncompressed_limit_message(max),
+    )
 }
 
 /// Where we are in the package's fixed entry order.
@@ -78,13 +123,13 @@ struct ReadState {
 }
 
 impl ReadState {
-    fn entry<R: Read>(
+    fn entry(
         &mut self,
-        mut entry: tar::Entry<'_, R>,
+        head: &EntryHead,
+        entry: &mut impl Read,
         limits: &Limits,
     ) -> Result<(), PackageError> {
-        let raw_name = entry.path_bytes().into_owned();
-        let name = entry_name(&raw_name)?;
+        let name = entry_name(&head.name)?;
         self.entries += 1;
         if self.entries > limits.max_entries {
             return Err(PackageError::Limit(format!(
@@ -92,19 +137,18 @@ impl ReadState {
                 limits.max_entries
             )));
         }
-        let size = entry.size();
+        let size = head.size;
         self.uncompressed = self.uncompressed.saturating_add(size);
         if self.uncompressed > limits.max_uncompressed_size {
             return Err(PackageError::Limit(uncompressed_limit_message(
                 limits.max_uncompressed_size,
             )));
         }
-        let kind = entry.header().entry_type();
-        let is_dir = kind == EntryType::Directory;
-        if !is_dir && !matches!(kind, EntryType::Regular) {
+        let is_dir = head.is_directory();
+        if !is_dir && !head.is_regular() {
             return Err(PackageError::invalid(format!(
                 "entry '{name}' is a {}: only regular files and directories are allowed",
-                entry_type_name(kind)
+                entry_type_name(head.kind)
             )));
         }
         let name = name.strip_suffix('/').unwrap_or(&name).to_string();
@@ -115,7 +159,7 @@ impl ReadState {
                     "{HEADER_ENTRY} must be the first entry, and only the first"
                 )));
             }
-            let text = read_metadata(&mut entry, &name, size, limits)?;
+            let text = read_metadata(entry, &name, size, limits)?;
             let header = parse_header(&text).map_err(PackageError::Invalid)?;
             if let Some(extra_signed) = &header.extra_signed {
                 self.digest.add_extra_signed(extra_signed);
@@ -135,7 +179,7 @@ impl ReadState {
                 Stage::Icon => return Err(self.missing_icon(None)),
                 _ => {}
             }
-            let text = read_metadata(&mut entry, &name, size, limits)?;
+            let text = read_metadata(entry, &name, size, limits)?;
             merge_footer(&text, &mut self.footer).map_err(PackageError::Invalid)?;
             self.stage = Stage::Footers;
             return Ok(());
@@ -156,13 +200,13 @@ impl ReadState {
             (Stage::Info, _) if is_dir || name != "info.yaml" => Err(PackageError::invalid(
                 format!("the first file in the package must be info.yaml, but is '{name}'"),
             )),
-            (Stage::Info, _) => self.info_entry(&mut entry, &name, size, limits),
+            (Stage::Info, _) => self.info_entry(entry, &name, size, limits),
             (Stage::Icon, _) => {
                 let icon = self.manifest.as_ref().and_then(|m| m.icon.clone());
                 if is_dir || icon.as_deref() != Some(name.as_str()) {
                     return Err(self.missing_icon(Some(&name)));
                 }
-                let bytes = read_bounded(&mut entry, &name, size, limits)?;
+                let bytes = read_bounded(entry, &name, size, limits)?;
                 self.add_file(&bytes, size, &name)?;
                 self.icon = Some(bytes);
                 self.stage = Stage::Payload;
@@ -172,13 +216,13 @@ impl ReadState {
                 self.digest.add_directory(&name);
                 Ok(())
             }
-            (_, false) => self.stream_file(&mut entry, &name, size),
+            (_, false) => self.stream_file(entry, &name, size),
         }
     }
 
-    fn info_entry<R: Read>(
+    fn info_entry(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &mut impl Read,
         name: &str,
         size: u64,
         limits: &Limits,
@@ -232,9 +276,9 @@ impl ReadState {
     }
 
     /// A payload file of any size: hashed and inspected chunk by chunk.
-    fn stream_file<R: Read>(
+    fn stream_file(
         &mut self,
-        entry: &mut tar::Entry<'_, R>,
+        entry: &mut impl Read,
         name: &str,
         size: u64,
     ) -> Result<(), PackageError> {
@@ -384,14 +428,14 @@ fn check_path(name: &str) -> Result<(), PackageError> {
     }
 }
 
-fn entry_type_name(kind: EntryType) -> &'static str {
+fn entry_type_name(kind: u8) -> &'static str {
     match kind {
-        EntryType::Symlink => "symbolic link",
-        EntryType::Link => "hard link",
-        EntryType::Char => "character device",
-        EntryType::Block => "block device",
-        EntryType::Fifo => "fifo",
-        EntryType::GNUSparse => "sparse file",
+        b'2' => "symbolic link",
+        b'1' => "hard link",
+        b'3' => "character device",
+        b'4' => "block device",
+        b'6' => "fifo",
+        b'S' => "sparse file",
         _ => "special entry",
     }
 }
@@ -434,8 +478,8 @@ fn read_bounded<R: Read>(
 }
 
 /// After the end-of-archive marker only zero blocks may follow, and not too many.
-fn drain_padding<R: Read>(guard: TarGuard<R>) -> Result<(), PackageError> {
-    let mut rest = guard.inner.take(MAX_TAR_PADDING + 1);
+fn drain_padding<R: Read>(rest: R) -> Result<(), PackageError> {
+    let mut rest = rest.take(MAX_TAR_PADDING + 1);
     let mut buffer = [0u8; 8192];
     let mut total = 0u64;
     loop {
@@ -456,22 +500,6 @@ fn uncompressed_limit_message(max: u64) -> String {
     format!("the package's content exceeds the maximum uncompressed size of {max} bytes")
 }
 
-/// Marks an I/O error as a limit violation, so it keeps its meaning through the tar layer.
-#[derive(Debug)]
-struct LimitExceeded(String);
-
-impl std::fmt::Display for LimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for LimitExceeded {}
-
-fn limit_io_error(message: String) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, LimitExceeded(message))
-}
-
 /// Turn an error from the gzip/tar layers into a package error, keeping limit violations.
 fn read_error(error: io::Error) -> PackageError {
     let mut current: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
@@ -485,7 +513,7 @@ fn read_error(error: io::Error) -> PackageError {
         };
     }
     if super::gzip::is_wrong_file_type(&error) {
-        return PackageError::invalid("wrong file type");
+        return PackageError::invalid(super::WRONG_FILE_TYPE);
     }
     PackageError::invalid(format!("the package data is corrupt: {error}"))
 }
@@ -511,137 +539,4 @@ impl<R: Read> Read for CountingReader<R> {
         }
         Ok(n)
     }
-}
-
-/// Watches the tar stream between decompressor and tar parser: bounds the total bytes and the
-/// size of extension headers (pax, GNU long names), which the tar crate reads into memory.
-struct TarGuard<R> {
-    inner: R,
-    max_total: u64,
-    total: u64,
-    /// Bytes of the current header block seen so far.
-    header: Vec<u8>,
-    /// Data bytes (padded to 512) left before the next header block.
-    data_left: u64,
-    /// The data of a pax header being collected (with padding) and its real length.
-    pax: Option<(Vec<u8>, usize)>,
-    /// A size from a pax header that overrides the next header's size field.
-    pax_size: Option<u64>,
-}
-
-impl<R: Read> TarGuard<R> {
-    fn new(inner: R, max_total: u64) -> Self {
-        TarGuard {
-            inner,
-            max_total,
-            total: 0,
-            header: Vec::with_capacity(512),
-            data_left: 0,
-            pax: None,
-            pax_size: None,
-        }
-    }
-
-    fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {
-        while !data.is_empty() {
-            if self.data_left > 0 {
-                let n = (self.data_left.min(data.len() as u64)) as usize;
-                if let Some((pax, _)) = &mut self.pax {
-                    pax.extend_from_slice(&data[..n]);
-                }
-                self.data_left -= n as u64;
-                data = &data[n..];
-                if self.data_left == 0
-                    && let Some((mut pax, len)) = self.pax.take()
-                {
-                    pax.truncate(len);
-                    self.pax_size = pax_size_record(&pax);
-                }
-                continue;
-            }
-            let n = (512 - self.header.len()).min(data.len());
-            self.header.extend_from_slice(&data[..n]);
-            data = &data[n..];
-            if self.header.len() == 512 {
-                self.header_complete()?;
-                self.header.clear();
-            }
-        }
-        Ok(())
-    }
-
-    fn header_complete(&mut self) -> io::Result<()> {
-        let block = &self.header;
-        if block.iter().all(|&b| b == 0) {
-            return Ok(());
-        }
-        let kind = block[156];
-        let field_size = parse_size_field(&block[124..136]).ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                "invalid size field in a tar header",
-            )
-        })?;
-        let size = match kind {
-            b'x' | b'g' | b'L' | b'K' => {
-                if field_size > MAX_EXTENSION_HEADER {
-                    return Err(limit_io_error(format!(
-                        "a tar extension header is {field_size} bytes, more than the limit of {MAX_EXTENSION_HEADER} bytes"
-                    )));
-                }
-                if kind == b'x' {
-                    let padded = field_size.div_ceil(512) * 512;
-                    self.pax = Some((Vec::with_capacity(padded as usize), field_size as usize));
-                }
-                field_size
-            }
-            _ => self.pax_size.take().unwrap_or(field_size),
-        };
-        self.data_left = size.div_ceil(512).saturating_mul(512);
-        Ok(())
-    }
-}
-
-impl<R: Read> Read for TarGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.total += n as u64;
-        // Headers and padding come on top of the content: allow them some room.
-        if self.total
-            > self
-                .max_total
-                .saturating_add(self.max_total / 8 + (1 << 20))
-        {
-            return Err(limit_io_error(uncompressed_limit_message(self.max_total)));
-        }
-        self.observe(&buf[..n])?;
-        Ok(n)
-    }
-}
-
-/// A tar numeric size field: octal text, or GNU base-256 when the high bit is set.
-fn parse_size_field(field: &[u8]) -> Option<u64> {
-    if field[0] & 0x80 != 0 {
-        let mut value: u64 = u64::from(field[0] & 0x7f);
-        for &b in &field[1..] {
-            value = value.checked_mul(256)?.checked_add(u64::from(b))?;
-        }
-        return Some(value);
-    }
-    let text = std::str::from_utf8(field).ok()?;
-    let digits = text.trim_matches(|c: char| c == ' ' || c == '\0');
-    if digits.is_empty() {
-        return Some(0);
-    }
-    u64::from_str_radix(digits, 8).ok()
-}
-
-/// The `size` record of pax extended header data (`"<len> size=<n>\n"` records).
-fn pax_size_record(data: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(data).ok()?;
-    text.lines()
-        .filter_map(|record| record.split_once(' ').map(|(_, kv)| kv))
-        .filter_map(|kv| kv.strip_prefix("size="))
-        .next_back()
-        .and_then(|v| v.parse().ok())
 }

@@ -10,7 +10,8 @@ end-of-archive blocks follow. The server uses the same pieces to store-sign down
 use super::digest::{PackageDigest, to_hex};
 use super::gzip::GzipMembers;
 use super::manifest::{Footer, merge_footer, parse_info};
-use super::{FOOTER_ENTRY, HEADER_ENTRY, PackageError};
+use super::reader::tar_reader;
+use super::{FOOTER_ENTRY, HEADER_ENTRY, Limits, PackageError};
 use crate::yaml::{Node, emit_map_entries, quote};
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -322,28 +323,32 @@ pub fn footer_entry(text: &str) -> Vec<u8> {
 
 /// Copy the tar entries of the (verified) package in `input` to `output` as uncompressed tar
 /// blocks, without the end-of-archive blocks and without footers that carry a `drop` signature.
+/// It reads with the same tar reader and limits as verification (`reader::tar_reader`), and
+/// copies each entry's head exactly as read, so whatever verification accepted is copied
+/// intact.
 pub fn copy_entries<R: Read, W: Write>(
     input: R,
     output: &mut W,
     drop: SignatureKind,
+    limits: &Limits,
 ) -> Result<(), PackageError> {
     let read_error =
         |e: io::Error| PackageError::invalid(format!("could not read the package: {e}"));
     let write_error = |e| PackageError::io("could not write the package", e);
     let gzip = GzipMembers::new(BufReader::with_capacity(256 * 1024, input)).map_err(read_error)?;
-    let mut archive = tar::Archive::new(gzip);
+    let mut tar = tar_reader(gzip, limits);
     let mut buffer = vec![0u8; 256 * 1024];
-    for entry in archive.entries().map_err(read_error)?.raw(true) {
-        let mut entry = entry.map_err(read_error)?;
-        let size = entry.size();
-        let padded = size.div_ceil(512) * 512;
-        let is_footer = entry.path_bytes().as_ref() == FOOTER_ENTRY.as_bytes();
-        if is_footer {
+    while let Some(head) = tar.next_entry().map_err(read_error)? {
+        let padding = (head.size.div_ceil(512) * 512 - head.size) as usize;
+        if head.name == FOOTER_ENTRY.as_bytes() {
+            if head.size > limits.max_metadata_size {
+                return Err(PackageError::invalid(format!(
+                    "the package footer is {} bytes, more than the maximum metadata size",
+                    head.size
+                )));
+            }
             let mut data = Vec::new();
-            (&mut entry)
-                .take(1 << 20)
-                .read_to_end(&mut data)
-                .map_err(read_error)?;
+            tar.data().read_to_end(&mut data).map_err(read_error)?;
             let mut fields = Footer::default();
             let text = String::from_utf8_lossy(&data);
             merge_footer(&text, &mut fields).map_err(PackageError::Invalid)?;
@@ -354,29 +359,18 @@ pub fn copy_entries<R: Read, W: Write>(
             if carries && fields.digest.is_none() {
                 continue;
             }
-            output
-                .write_all(entry.header().as_bytes())
-                .map_err(write_error)?;
-            data.resize(padded as usize, 0);
+            output.write_all(&head.raw).map_err(write_error)?;
             output.write_all(&data).map_err(write_error)?;
-            continue;
-        }
-        output
-            .write_all(entry.header().as_bytes())
-            .map_err(write_error)?;
-        let mut left = size;
-        while left > 0 {
-            let want = buffer.len().min(left as usize);
-            let n = entry.read(&mut buffer[..want]).map_err(read_error)?;
-            if n == 0 {
-                return Err(PackageError::invalid(
-                    "the package ends in the middle of an entry",
-                ));
+        } else {
+            output.write_all(&head.raw).map_err(write_error)?;
+            loop {
+                let n = tar.read_data(&mut buffer).map_err(read_error)?;
+                if n == 0 {
+                    break;
+                }
+                output.write_all(&buffer[..n]).map_err(write_error)?;
             }
-            output.write_all(&buffer[..n]).map_err(write_error)?;
-            left -= n as u64;
         }
-        let padding = (padded - size) as usize;
         output
             .write_all(&[0u8; 512][..padding])
             .map_err(write_error)?;
@@ -391,10 +385,11 @@ pub fn add_signature<R: Read, W: Write>(
     output: W,
     kind: SignatureKind,
     signature: &[u8],
+    limits: &Limits,
 ) -> Result<(), PackageError> {
     let write_error = |e| PackageError::io("could not write the package", e);
     let mut gzip = GzEncoder::new(output, Compression::default());
-    copy_entries(input, &mut gzip, kind)?;
+    copy_entries(input, &mut gzip, kind, limits)?;
     gzip.write_all(&footer_entry(&signature_footer_text(kind, signature)))
         .map_err(write_error)?;
     gzip.write_all(&END_OF_ARCHIVE).map_err(write_error)?;

@@ -3,19 +3,46 @@ The in-memory index of accepted packages, keyed by id and architecture.
 
 It sits behind one `Mutex` in the store; everything here is quick and does no I/O, so callers
 copy out what they need (`Arc<Entry>`) and unlock before touching files or crypto. Answers to
-`/package/list` are cached per query and the cache is dropped on every change.
+`/package/list` are built outside the lock (`list_entries`, then `list_json`), cached per query
+within `LIST_CACHE_BYTES`, and the cache is dropped on every change.
+
+Memory is bounded by bytes: an entry keeps only what the list shows (at most
+`Limits::max_listed_size`), the digest and hashes, and an icon of at most `MAX_ICON_IN_MEMORY`;
+a larger icon is streamed from the package file when asked for.
 */
 
 use crate::package::PackageInfo;
+use crate::package::reader::icon_reader;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+/// Icons up to this size are kept in memory; Qt's installer refuses packages with larger
+/// ones, so such a package is still accepted (as Qt's server does) but with a warning.
+pub const MAX_ICON_IN_MEMORY: usize = 256 * 1024;
+/// Most bytes of list answers kept in the cache.
+pub const LIST_CACHE_BYTES: usize = 32 << 20;
+
+/// A package's icon.
+#[derive(Debug, Clone)]
+pub enum Icon {
+    None,
+    /// Shared by every answer, never copied per request.
+    InMemory(Arc<Vec<u8>>),
+    /// Larger than `MAX_ICON_IN_MEMORY`: read from the package file.
+    InPackage {
+        size: u64,
+    },
+}
+
 /// One accepted package and its file in `.packages/`.
 #[derive(Debug)]
 pub struct Entry {
+    /// The package's metadata, without what the server does not need after verification
+    /// (icon, `extra`, `extraSigned`, signatures).
     pub info: PackageInfo,
+    pub icon: Icon,
     pub path: PathBuf,
     /// The file's inode when it was verified: a download checks it still has that file.
     pub inode: u64,
@@ -24,6 +51,38 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry for the verified package `info` stored at `path` (inode `inode`).
+    pub fn new(mut info: PackageInfo, path: PathBuf, inode: u64) -> Entry {
+        let icon = match info.icon.take() {
+            None => Icon::None,
+            Some(bytes) if bytes.len() <= MAX_ICON_IN_MEMORY => Icon::InMemory(Arc::new(bytes)),
+            Some(bytes) => Icon::InPackage {
+                size: bytes.len() as u64,
+            },
+        };
+        info.extra = None;
+        info.extra_signed = None;
+        info.developer_signature = None;
+        info.store_signature = None;
+        Entry {
+            info,
+            icon,
+            path,
+            inode,
+            signing_body: Mutex::new(None),
+        }
+    }
+
+    /// The bytes of an icon kept in the package file, streamed from it.
+    pub fn icon_from_package(
+        &self,
+        limits: &crate::package::Limits,
+    ) -> std::io::Result<(u64, Box<dyn std::io::Read + Send>)> {
+        let file = self.open()?;
+        let (size, reader) = icon_reader(file, limits)?;
+        Ok((size, Box::new(reader)))
+    }
+
     pub fn id(&self) -> &str {
         &self.info.id
     }
@@ -55,21 +114,33 @@ pub struct ListQuery {
 pub struct Index {
     packages: BTreeMap<(String, String), Arc<Entry>>,
     list_cache: HashMap<ListQuery, Arc<Vec<u8>>>,
+    /// Bytes of the answers in `list_cache`.
+    list_cache_bytes: usize,
+    /// Counts changes, so an answer built from an older state is not cached.
+    generation: u64,
 }
-
-/// Upper bound on cached list answers; distinct queries beyond it are rebuilt each time.
-const LIST_CACHE_SIZE: usize = 256;
 
 impl Index {
     pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
-        self.list_cache.clear();
+        self.changed();
         let key = (entry.id().to_string(), entry.arch().to_string());
         self.packages.insert(key, entry)
     }
 
     pub fn remove(&mut self, id: &str, arch: &str) -> Option<Arc<Entry>> {
-        self.list_cache.clear();
+        self.changed();
         self.packages.remove(&(id.to_string(), arch.to_string()))
+    }
+
+    fn changed(&mut self) {
+        self.list_cache.clear();
+        self.list_cache_bytes = 0;
+        self.generation += 1;
+    }
+
+    /// The state's generation: it changes with every insert and remove.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn get(&self, id: &str, arch: &str) -> Option<Arc<Entry>> {
@@ -126,22 +197,35 @@ impl Index {
         all.into_iter().cloned().collect()
     }
 
-    /// The JSON answer of `/package/list` for `query`, from the cache when possible.
-    pub fn list_json(&mut self, query: &ListQuery) -> Arc<Vec<u8>> {
-        if let Some(json) = self.list_cache.get(query) {
-            return json.clone();
-        }
-        let json = Arc::new(self.build_list(query));
-        if self.list_cache.len() < LIST_CACHE_SIZE {
-            self.list_cache.insert(query.clone(), json.clone());
-        }
-        json
+    /// A cached answer for `query`.
+    pub fn cached_list(&self, query: &ListQuery) -> Option<Arc<Vec<u8>>> {
+        self.list_cache.get(query).cloned()
     }
 
-    fn build_list(&self, query: &ListQuery) -> Vec<u8> {
+    /// Cache `json`, the answer for `query` built at `generation`, if that is still the
+    /// current state; older answers make room when the cache would exceed its bytes.
+    pub fn cache_list(&mut self, query: &ListQuery, json: Arc<Vec<u8>>, generation: u64) {
+        if generation != self.generation || json.len() > LIST_CACHE_BYTES {
+            return;
+        }
+        while self.list_cache_bytes + json.len() > LIST_CACHE_BYTES {
+            let Some(key) = self.list_cache.keys().next().cloned() else {
+                break;
+            };
+            if let Some(old) = self.list_cache.remove(&key) {
+                self.list_cache_bytes -= old.len();
+            }
+        }
+        self.list_cache_bytes += json.len();
+        if let Some(old) = self.list_cache.insert(query.clone(), json) {
+            self.list_cache_bytes -= old.len();
+        }
+    }
+
+    /// The packages `/package/list` shows for `query`, in order (quick: no JSON here).
+    pub fn list_entries(&self, query: &ListQuery) -> Vec<Arc<Entry>> {
         let needle = query.filter.as_deref().map(str::to_lowercase);
-        let items: Vec<ListItem<'_>> = self
-            .packages
+        self.packages
             .values()
             .filter(|e| match &query.architecture {
                 // Per id: the package for that architecture, else the platform independent one.
@@ -164,10 +248,15 @@ impl Index {
                         .any(|name| name.to_lowercase().contains(n))
                 })
             })
-            .map(|e| ListItem::new(e))
-            .collect();
-        serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
+            .cloned()
+            .collect()
     }
+}
+
+/// The JSON answer of `/package/list` for `entries`.
+pub fn list_json(entries: &[Arc<Entry>]) -> Vec<u8> {
+    let items: Vec<ListItem<'_>> = entries.iter().map(|e| ListItem::new(e)).collect();
+    serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
 }
 
 /// One element of `/package/list`, fields in the reference's order.

@@ -6,19 +6,26 @@ All changes (install, remove) go through one `mutation` lock, so the file in `.p
 the index entry always change together; the index lock itself is only held for map operations,
 never during I/O or crypto. A package reaches `.packages/` by an atomic rename of a complete,
 synced, verified file, so the directory never holds a half-written package.
+
+What is verified is what is served: a package is verified from a file the server created in
+`.packages/` itself (an HTTP upload lands there), or, for a file someone put in `upload/`,
+while it is copied from that file's descriptor into one (`install_copy`). The uploader's file
+is never renamed into `.packages/`, so changing it (or a hard link to it) later changes
+nothing that devices download. Errors say whose fault they are (`InstallError`).
 */
 
 pub mod index;
 pub mod signing;
 
 use crate::console::{Console, Event, Line};
-use crate::fsutil::TEMP_MARKER;
+use crate::fsutil::{TEMP_MARKER, TempFile};
 use crate::package::signature::{TrustStore, digest_content};
 use crate::package::{Limits, PackageInfo, read_package};
 use index::{Entry, Index, file_name};
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::io::Seek;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,22 +56,90 @@ impl InstallResult {
     }
 }
 
+/// Why a package was not installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallError {
+    /// The package is invalid: the uploader's fault.
+    Rejected(String),
+    /// The server could not store it (disk full, permissions): the package may be fine.
+    Server(String),
+}
+
+impl InstallError {
+    pub fn message(&self) -> &str {
+        match self {
+            InstallError::Rejected(m) | InstallError::Server(m) => m,
+        }
+    }
+}
+
+/// Copies what is read from `source` into `copy`, remembering a failed write (a server fault,
+/// not the package's).
+struct Tee<'a, R> {
+    source: R,
+    copy: &'a mut File,
+    write_error: Option<io::Error>,
+}
+
+impl<R: io::Read> io::Read for Tee<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.source.read(buf)?;
+        if let Err(e) = io::Write::write_all(self.copy, &buf[..n]) {
+            let message = e.to_string();
+            self.write_error = Some(e);
+            return Err(io::Error::other(message));
+        }
+        Ok(n)
+    }
+}
+
 /// An accepted (or unchanged) package.
 #[derive(Debug, Clone)]
 pub struct Installed {
     pub id: String,
     pub arch: String,
     pub result: InstallResult,
+    /// Something devices will not like about the package, though it is valid.
+    pub warning: Option<String>,
 }
 
 impl Installed {
-    pub fn event(&self) -> Event {
+    /// The console lines: what happened, and the warning if there is one.
+    pub fn events(&self) -> Vec<Event> {
         let (id, arch) = (self.id.clone(), self.arch.clone());
-        match self.result {
-            InstallResult::Added => Event::Adding { id, arch },
-            InstallResult::Updated => Event::Updating { id, arch },
-            InstallResult::NoChanges => Event::Unchanged { id, arch },
+        let mut events = vec![match self.result {
+            InstallResult::Added => Event::Adding {
+                id: id.clone(),
+                arch: arch.clone(),
+            },
+            InstallResult::Updated => Event::Updating {
+                id: id.clone(),
+                arch: arch.clone(),
+            },
+            InstallResult::NoChanges => Event::Unchanged {
+                id: id.clone(),
+                arch: arch.clone(),
+            },
+        }];
+        if let Some(reason) = &self.warning {
+            events.push(Event::Warning {
+                id,
+                arch,
+                reason: reason.clone(),
+            });
         }
+        events
+    }
+}
+
+/// Why devices will refuse a valid package, if they will.
+fn device_warning(entry: &Entry) -> Option<String> {
+    match entry.icon {
+        index::Icon::InPackage { size } => Some(format!(
+            "its icon is {size} bytes: Qt's installer refuses icons over {} bytes, so devices will refuse this package",
+            index::MAX_ICON_IN_MEMORY
+        )),
+        _ => None,
     }
 }
 
@@ -82,6 +157,8 @@ pub struct Store {
     pub signer: Option<Arc<signing::StoreSigner>>,
     index: Mutex<Index>,
     mutation: Mutex<()>,
+    /// One list answer is built at a time (outside the index lock), bounding their memory.
+    list_building: Mutex<()>,
 }
 
 /// Holds the data directory's `.lock` (an flock, released by the kernel if we die).
@@ -131,7 +208,7 @@ impl Store {
     ) -> Store {
         let cache_dir = data_dir.join(CACHE_DIR);
         Store {
-            signer: signing_key.map(|key| signing::StoreSigner::new(key, &cache_dir)),
+            signer: signing_key.map(|key| signing::StoreSigner::new(key, &cache_dir, limits)),
             data_dir: data_dir.to_path_buf(),
             packages_dir: data_dir.join(PACKAGES_DIR),
             upload_dir: data_dir.join(UPLOAD_DIR),
@@ -142,6 +219,7 @@ impl Store {
             verification,
             index: Mutex::new(Index::default()),
             mutation: Mutex::new(()),
+            list_building: Mutex::new(()),
         }
     }
 
@@ -183,6 +261,29 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The JSON answer of `/package/list` for `query`: from the cache, or built outside the
+    /// index lock, one at a time.
+    pub fn list_json(&self, query: &index::ListQuery) -> Arc<Vec<u8>> {
+        if let Some(json) = self.index().cached_list(query) {
+            return json;
+        }
+        let _building = self
+            .list_building
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (entries, generation) = {
+            let index = self.index();
+            // Built by the request we waited for?
+            if let Some(json) = index.cached_list(query) {
+                return json;
+            }
+            (index.list_entries(query), index.generation())
+        };
+        let json = Arc::new(index::list_json(&entries));
+        self.index().cache_list(query, json.clone(), generation);
+        json
+    }
+
     fn mutation(&self) -> MutexGuard<'_, ()> {
         self.mutation
             .lock()
@@ -205,10 +306,14 @@ impl Store {
             let name = display_name(path);
             match result {
                 Ok(entry) => {
+                    let (id, arch) = (entry.id().to_string(), entry.arch().to_string());
                     lines.push(Event::Adding {
-                        id: entry.id().to_string(),
-                        arch: entry.arch().to_string(),
+                        id: id.clone(),
+                        arch: arch.clone(),
                     });
+                    if let Some(reason) = device_warning(&entry) {
+                        lines.push(Event::Warning { id, arch, reason });
+                    }
                     index.insert(Arc::new(entry));
                 }
                 Err(reason) => lines.push(Event::Skipping { file: name, reason }),
@@ -224,24 +329,23 @@ impl Store {
     }
 
     fn verify_stored(&self, path: &Path) -> Result<Entry, String> {
-        if !path.is_file() {
-            return Err("not a package file".into());
-        }
-        let (info, file) = self.verify_file(path)?;
+        let file = open_regular(path)?;
+        let info = self.verify(&file)?;
         let expected = file_name(&info.id, info.architecture_name());
         if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
-            return Err(format!("unexpected file name, expected {expected}"));
+            return Err(format!(
+                "invalid package name: expected {expected}, found {}",
+                display_name(path)
+            ));
         }
         let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
         Ok(new_entry(info, path.to_path_buf(), inode))
     }
 
-    /// Read and check a package file: format, digest, and (when configured) the developer
-    /// signature. Returns the open file for further use.
-    pub fn verify_file(&self, path: &Path) -> Result<(PackageInfo, File), String> {
-        let file =
-            File::open(path).map_err(|e| format!("could not open {}: {e}", display_name(path)))?;
-        let info = read_package(&file, &self.limits).map_err(|e| e.to_string())?;
+    /// Read and check a package: format, digest, and (when configured) the developer
+    /// signature.
+    pub fn verify(&self, input: impl io::Read) -> Result<PackageInfo, String> {
+        let info = read_package(input, &self.limits).map_err(|e| e.to_string())?;
         if let Some(trust) = &self.verification {
             let Some(signature) = &info.developer_signature else {
                 return Err("no developer signature".into());
@@ -250,32 +354,75 @@ impl Store {
                 .verify(signature, digest_content(&info.digest).as_bytes())
                 .map_err(|e| format!("invalid developer signature ({e})"))?;
         }
-        Ok((info, file))
+        Ok(info)
     }
 
-    /// Verify the package at `path` and move it into `.packages/`, replacing one with the same id
-    /// and architecture. `path` must be on the data directory's file system. When it is
-    /// identical to the stored one, nothing changes and `path` is removed. On error, `path` is
-    /// left where it is.
-    pub fn install(&self, path: &Path) -> Result<Installed, String> {
-        let (info, file) = self.verify_file(path)?;
+    /// A new file for an upload, in `.packages/` (so installing it is a rename).
+    pub fn upload_file(&self) -> io::Result<TempFile> {
+        TempFile::new_in(&self.packages_dir)
+    }
+
+    /// Verify `upload` (a file of ours from `upload_file`, complete) and install it.
+    pub fn install_upload(&self, mut upload: TempFile) -> Result<Installed, InstallError> {
+        let server = |e: io::Error| InstallError::Server(format!("could not read the upload: {e}"));
+        upload.file().seek(io::SeekFrom::Start(0)).map_err(server)?;
+        let info = self
+            .verify(io::BufReader::with_capacity(256 * 1024, upload.file()))
+            .map_err(InstallError::Rejected)?;
+        self.commit(info, upload)
+    }
+
+    /// Verify the package read from `source` (someone else's file) while copying it into a
+    /// file of ours, and install the copy: what devices download is exactly what was verified.
+    pub fn install_copy(&self, source: &File) -> Result<Installed, InstallError> {
+        let store_error = |e: io::Error| {
+            InstallError::Server(format!(
+                "could not store the package in {PACKAGES_DIR}: {e}"
+            ))
+        };
+        let mut copy = self.upload_file().map_err(store_error)?;
+        let mut tee = Tee {
+            source,
+            copy: copy.file(),
+            write_error: None,
+        };
+        let verified = self.verify(&mut tee);
+        if let Some(e) = tee.write_error {
+            return Err(store_error(e));
+        }
+        self.commit(verified.map_err(InstallError::Rejected)?, copy)
+    }
+
+    /// Put the verified `file` into `.packages/` as the package `info` describes, replacing one
+    /// with the same id and architecture; when that one is identical, nothing changes.
+    fn commit(&self, info: PackageInfo, mut file: TempFile) -> Result<Installed, InstallError> {
         let arch = info.architecture_name().to_string();
         let id = info.id.clone();
         let destination = self.packages_dir.join(file_name(&id, &arch));
+        let store_error = |e: io::Error| {
+            InstallError::Server(format!(
+                "could not move the package into {PACKAGES_DIR}: {e}"
+            ))
+        };
 
         let _changing = self.mutation();
         let existing = self.index().get(&id, &arch);
         if existing.as_ref().is_some_and(|e| e.info.sha1 == info.sha1) {
-            let _ = fs::remove_file(path);
             return Ok(Installed {
                 id,
                 arch,
                 result: InstallResult::NoChanges,
+                warning: None,
             });
         }
-        let inode = move_into_place(path, &file, &destination)
-            .map_err(|e| format!("could not move the package into {PACKAGES_DIR}: {e}"))?;
+        // Readable by everyone, writable only by us, whatever the umask or the uploader.
+        file.file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(store_error)?;
+        let inode = file.file().metadata().map_err(store_error)?.ino();
+        file.persist(&destination).map_err(store_error)?;
         let entry = Arc::new(new_entry(info, destination, inode));
+        let warning = device_warning(&entry);
         if let Some(signer) = &self.signer {
             signer.prepare(entry.clone());
         }
@@ -291,6 +438,7 @@ impl Store {
             } else {
                 InstallResult::Added
             },
+            warning,
         })
     }
 
@@ -360,9 +508,13 @@ impl Store {
 }
 
 impl Entry {
-    /// Open the package file, checking it is still the file this entry describes.
+    /// Open the package file (never through a link), checking it is still the file this entry
+    /// describes.
     pub fn open(&self) -> io::Result<File> {
-        let file = File::open(&self.path)?;
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.path)?;
         if file.metadata()?.ino() != self.inode {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
@@ -384,37 +536,27 @@ impl Entry {
     }
 }
 
-/// Put the verified file at `source` (open as `file`) at `destination`, complete or not at all:
-/// synced, then renamed; across file systems, copied to a temporary file beside the
-/// destination first, and the source removed afterwards. Returns the destination's inode.
-fn move_into_place(source: &Path, file: &File, destination: &Path) -> io::Result<u64> {
-    use std::io::{Seek, SeekFrom};
-    file.sync_all()?;
-    match fs::rename(source, destination) {
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let dir = destination.parent().unwrap_or(Path::new("."));
-            let mut temp = crate::fsutil::TempFile::new_in(dir)?;
-            let mut reader = file;
-            reader.seek(SeekFrom::Start(0))?;
-            io::copy(&mut reader, temp.file())?;
-            temp.persist(destination)?;
-            let _ = fs::remove_file(source);
-        }
-        other => other?,
+/// Open `path` for reading if it is a regular file, never following a link or blocking on a
+/// FIFO.
+fn open_regular(path: &Path) -> Result<File, String> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "not a package file (a symbolic link)".to_string(),
+            _ => format!("could not open {}: {e}", display_name(path)),
+        })?;
+    let stat = crate::fsutil::stat_file(&file)
+        .map_err(|e| format!("could not read {}: {e}", display_name(path)))?;
+    if stat.kind != crate::fsutil::FileKind::Regular {
+        return Err(format!("not a package file ({})", stat.kind.describe()));
     }
-    if let Some(dir) = destination.parent() {
-        let _ = File::open(dir).and_then(|d| d.sync_all());
-    }
-    Ok(fs::metadata(destination)?.ino())
+    Ok(file)
 }
 
 fn new_entry(info: PackageInfo, path: PathBuf, inode: u64) -> Entry {
-    Entry {
-        info,
-        path,
-        inode,
-        signing_body: Mutex::new(None),
-    }
+    Entry::new(info, path, inode)
 }
 
 /// Run `verify` over `files` on all cores, results in the same order.

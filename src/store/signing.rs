@@ -12,6 +12,7 @@ signature plus a few hundred bytes of gzip.
 
 use super::index::Entry;
 use crate::fsutil::TempFile;
+use crate::package::Limits;
 use crate::package::signature::{SigningKey, store_content};
 use crate::package::writer::{
     END_OF_ARCHIVE, SignatureKind, copy_entries, footer_entry, signature_footer_text,
@@ -34,17 +35,20 @@ pub struct SignedDownload {
 pub struct StoreSigner {
     key: SigningKey,
     cache_dir: PathBuf,
+    /// The limits packages were verified with: the signing copy reads with the same.
+    limits: Limits,
     /// Entries whose signing body a background thread builds ahead of the first download.
     pending: Mutex<Option<Sender<Arc<Entry>>>>,
 }
 
 impl StoreSigner {
     /// A signer whose background builder thread runs until the signer is dropped.
-    pub fn new(key: SigningKey, cache_dir: &Path) -> Arc<StoreSigner> {
+    pub fn new(key: SigningKey, cache_dir: &Path, limits: Limits) -> Arc<StoreSigner> {
         let (sender, receiver) = channel::<Arc<Entry>>();
         let signer = Arc::new(StoreSigner {
             key,
             cache_dir: cache_dir.to_path_buf(),
+            limits,
             pending: Mutex::new(Some(sender)),
         });
         let weak = Arc::downgrade(&signer);
@@ -118,7 +122,8 @@ impl StoreSigner {
                 BufWriter::with_capacity(256 * 1024, temp.file()),
                 Compression::new(6),
             );
-            copy_entries(source, &mut gzip, SignatureKind::Store).map_err(|e| e.to_string())?;
+            copy_entries(source, &mut gzip, SignatureKind::Store, &self.limits)
+                .map_err(|e| e.to_string())?;
             let mut out = gzip
                 .finish()
                 .map_err(|e| format!("could not write the signing cache: {e}"))?;
