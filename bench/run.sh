@@ -91,6 +91,18 @@ echo "  upload ${UP}s, gzip -dc | sha256sum ${BASE}s"
 ok=$(awk -v a="$UP" -v b="$BASE" 'BEGIN { print (a / b <= 1.5) ? 1 : 0 }')
 row "upload (PUT) 64 MiB incl. verification / gzip -dc | sha256sum (time)" "$(calc "$UP / $BASE")" "<= 1.5" "$ok"
 
+# --- the same package dropped into upload/: verified while copied into .packages/ ----------
+mkdir -p "$W/d4/upload"
+start_server "$W/d4" "$W/d4.log"
+cp "$W/big.ampkg" "$W/d4/upload/.big.part"
+t0=$(now); mv "$W/d4/upload/.big.part" "$W/d4/upload/big.ampkg"
+until grep -q "adding   io.example.big" "$W/d4.log"; do sleep 0.005; done
+t1=$(now)
+FOLDER=$(calc "$t1 - $t0")
+echo "  folder upload ${FOLDER}s from drop to the + adding line (includes the 0.2 s quiet time)"
+row "upload/ folder 64 MiB, verified while copied / HTTP upload (time, incl. 0.2 s quiet)" "$(calc "$FOLDER / $UP")" "<= 2" "$(awk -v a="$FOLDER" -v b="$UP" 'BEGIN { print (a / b <= 2) ? 1 : 0 }')"
+kill "$SPID"
+
 # --- unsigned download vs nginx -------------------------------------------------------------
 mkdir -p "$W/www" "$W/nginx"
 cp "$W/big.ampkg" "$W/www/big.ampkg"

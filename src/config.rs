@@ -232,9 +232,6 @@ impl Config {
         let limits = effective_limits(&args.limits, &file.limits);
         let connection_limits = effective_connection_limits(&args.connections, &file.connections);
 
-        if args.create_config {
-            write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
-        }
         let store_signing = match certificate {
             Some(path) => Some(
                 SigningKey::from_pkcs12_file(&path, password.as_deref().unwrap_or("")).map_err(
@@ -254,6 +251,10 @@ impl Config {
                 ConfigError::Startup(format!("could not load the developer CA certificates: {e}"))
             })?)
         };
+        // Only a configuration that loaded whole is written.
+        if args.create_config {
+            write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
+        }
         Ok(Config {
             data_directory,
             listen_address,
@@ -522,8 +523,16 @@ fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<()
     let mut text =
         "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\n".to_string();
     emit_map_entries(&mut text, &body, 0);
-    crate::fsutil::write_atomically(path, |f| std::io::Write::write_all(f, text.as_bytes()))
-        .map_err(|e| format!("could not write {}: {e}", path.display()))
+    // A password is for our eyes only.
+    let has_password = body.iter().any(|(k, _)| k == "storeSignPassword");
+    let mode = if has_password { 0o600 } else { 0o644 };
+    crate::fsutil::write_atomically(path, |f| {
+        use std::os::unix::fs::PermissionsExt;
+        f.file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        std::io::Write::write_all(f, text.as_bytes())
+    })
+    .map_err(|e| format!("could not write {}: {e}", path.display()))
 }
 
 /// Command-line paths are relative to the working directory; the file must not depend on it.

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, Shutdown, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 3);
 const LEGIT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -82,15 +82,6 @@ fn try_hello(source: Ipv4Addr, port: u16) -> Option<u16> {
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     statuses(&String::from_utf8_lossy(&answer)).first().copied()
-}
-
-/// Poll `check` until it holds; panics after `BOUND`.
-fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + BOUND;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what} did not happen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The status codes of the responses in `raw`, in order.

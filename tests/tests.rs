@@ -3,6 +3,7 @@
 mod util;
 
 mod attacks;
+mod files;
 mod hostile;
 mod packager;
 mod readme;

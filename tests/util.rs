@@ -333,6 +333,16 @@ impl Server {
         server
     }
 
+    /// Start as `start` does, running as the user and group `uid` (the caller is root).
+    pub fn start_as_user(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], uid: u32) -> Server {
+        use std::os::unix::process::CommandExt;
+        let mut command = Server::command(data, args);
+        command.uid(uid).gid(uid);
+        let mut server = Server::launch(command, data);
+        server.wait_until_listening();
+        server
+    }
+
     fn command(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
         command.arg("--dd").arg(data).arg("--la").arg("127.0.0.1:0");
@@ -755,4 +765,36 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
 /// Read a package from memory with the default limits.
 pub fn read_bytes(bytes: &[u8]) -> Result<amps::package::PackageInfo, amps::package::PackageError> {
     amps::package::read_package(bytes, &amps::package::Limits::default())
+}
+
+/// A valid package built by hand: `id`, an `info.yaml` with `extra_info` added to its body, the
+/// icon `icon`, and a footer with `footer_extra` added to its digest document.
+pub fn raw_package(id: &str, extra_info: &str, icon: &[u8], footer_extra: &str) -> Vec<u8> {
+    let header = format!(
+        "%YAML 1.1\n---\nformatType: 'am-package-header'\nformatVersion: 2\n---\ndiskSpaceUsed: 4096\npackageId: '{id}'\n"
+    );
+    let info = format!(
+        "formatVersion: 1\nformatType: am-package\n---\nid: '{id}'\nicon: 'icon.png'\nname: {{en: 'Raw'}}\n{extra_info}applications:\n- id: '{id}'\n  runtime: 'native'\n  code: 'x'\n"
+    );
+    let mut digest = amps::package::digest::PackageDigest::default();
+    for (name, data) in [("info.yaml", info.as_bytes()), ("icon.png", icon)] {
+        digest.add_file_data(data);
+        digest.finish_file(data.len() as u64, name);
+    }
+    let footer = amps::package::writer::footer_text(&digest.finish()) + footer_extra;
+    RawTar::default()
+        .file("--PACKAGE-HEADER--", header.as_bytes())
+        .file("info.yaml", info.as_bytes())
+        .file("icon.png", icon)
+        .file("--PACKAGE-FOOTER--", footer.as_bytes())
+        .finish()
+}
+
+/// Wait until `check` holds, polling; panics with `what` after `PATIENCE` (times ten).
+pub fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE * 10;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -168,7 +168,9 @@ pub struct DirLock {
 }
 
 impl DirLock {
-    /// Lock `data_dir`, or explain who holds it.
+    /// Lock `data_dir`, or explain who holds it. The lock file is opened without following
+    /// a link and must be a regular file with no other name, so a symbolic or hard link
+    /// planted as `.lock` can never make us truncate or overwrite a file elsewhere.
     pub fn acquire(data_dir: &Path) -> Result<DirLock, String> {
         let path = data_dir.join(LOCK_FILE);
         let mut file = File::options()
@@ -176,10 +178,28 @@ impl DirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(&path)
-            .map_err(|e| format!("could not create the lock file {}: {e}", path.display()))?;
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => format!(
+                    "the lock file {} is a symbolic link: remove it",
+                    path.display()
+                ),
+                _ => format!("could not create the lock file {}: {e}", path.display()),
+            })?;
+        let stat = crate::fsutil::stat_file(&file)
+            .map_err(|e| format!("could not read the lock file {}: {e}", path.display()))?;
+        if stat.kind != crate::fsutil::FileKind::Regular || stat.nlink != 1 {
+            return Err(format!(
+                "the lock file {} is not a plain file (it is {} with {} names): remove it",
+                path.display(),
+                stat.kind.describe(),
+                stat.nlink
+            ));
+        }
         if file.try_lock().is_err() {
-            let pid = fs::read_to_string(&path).unwrap_or_default();
+            let pid = std::io::read_to_string(&file).unwrap_or_default();
             return Err(format!(
                 "could not lock the data directory {} - there is an existing .lock file (belonging to pid {})",
                 data_dir.display(),
@@ -585,19 +605,23 @@ fn verify_in_parallel<T: Send>(files: &[PathBuf], verify: impl Fn(&Path) -> T + 
         .collect()
 }
 
-/// Remove our temporary files in `dir`: all of them, or only those of process `pid`.
+/// Remove our temporary files in `dir`: all of them, or only those of process `pid`. Only
+/// names exactly of our form (`TEMP_MARKER`, then `<pid>-<n>`) count, so no package file
+/// (`<id>_<arch>.ampkg`, whatever the id) can ever be taken for one.
 fn remove_temp_files(dir: &Path, pid: Option<u32>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(TEMP_MARKER) else {
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_MARKER)) else {
             continue;
         };
-        let ours = pid.is_none_or(|pid| rest.starts_with(&format!("{pid}-")));
-        if ours {
+        let Some((owner, n)) = rest.split_once('-') else {
+            continue;
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if digits(owner) && digits(n) && pid.is_none_or(|pid| owner == pid.to_string()) {
             let _ = fs::remove_file(entry.path());
         }
     }
