@@ -96,6 +96,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
     let mut out = Args::default();
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
+        let arg = arg.clone();
         match arg {
             Short('h') | Long("help") => return Ok(Command::Help),
             Long("version") => return Ok(Command::Version),
@@ -103,7 +104,9 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
                 out.data_directory = Some(parser.value().map_err(e)?.into())
             }
             Long("la" | "listen-address") => {
-                out.listen_address = Some(text(parser.value().map_err(e)?)?)
+                let address = text(parser.value().map_err(e)?)?;
+                parse_listen_address(&address).map_err(|why| format!("--la {address}: {why}"))?;
+                out.listen_address = Some(address)
             }
             Long("pi" | "project-id") => out.project_id = Some(text(parser.value().map_err(e)?)?),
             Long("sc") => out.store_sign_certificate = Some(parser.value().map_err(e)?.into()),
@@ -113,23 +116,27 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
                 .push(parser.value().map_err(e)?.into()),
             Long("cc" | "create-config") => out.create_config = true,
             Long("max-package-size") => {
-                out.limits.max_package_size = Some(number(parser.value().map_err(e)?)?)
+                out.limits.max_package_size =
+                    Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-uncompressed-size") => {
-                out.limits.max_uncompressed_size = Some(number(parser.value().map_err(e)?)?)
+                out.limits.max_uncompressed_size =
+                    Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-entries") => {
-                out.limits.max_entries = Some(number(parser.value().map_err(e)?)?)
+                out.limits.max_entries = Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-metadata-size") => {
-                out.limits.max_metadata_size = Some(number(parser.value().map_err(e)?)?)
+                out.limits.max_metadata_size =
+                    Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-connections") => {
-                out.connections.max_connections = Some(number(parser.value().map_err(e)?)?)
+                out.connections.max_connections =
+                    Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-connections-per-client") => {
                 out.connections.max_connections_per_client =
-                    Some(number(parser.value().map_err(e)?)?)
+                    Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             other => return Err(other.unexpected().to_string()),
         }
@@ -143,12 +150,39 @@ fn text(value: OsString) -> Result<String, String> {
         .map_err(|v| format!("argument {v:?} is not valid UTF-8"))
 }
 
-fn number(value: OsString) -> Result<u64, String> {
-    let text = text(value)?;
-    match text.parse::<u64>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("'{text}' is not a positive number")),
+/// `--name` of an option, for messages.
+fn arg_name(arg: &lexopt::Arg<'_>) -> String {
+    match arg {
+        Long(name) => format!("--{name}"),
+        Short(c) => format!("-{c}"),
+        Value(v) => v.to_string_lossy().into_owned(),
     }
+}
+
+/// A positive number, optionally with a binary suffix `K`, `M` or `G` (KiB, MiB, GiB).
+fn number(option: &str, value: OsString) -> Result<u64, String> {
+    let text = text(value)?;
+    parse_size(&text).map_err(|why| format!("{option} {text}: {why}"))
+}
+
+/// `123`, `64K`, `512M`, `1G` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, factor) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "not a positive number (a K, M or G suffix may follow)".to_string())?;
+    let n = n
+        .checked_mul(factor)
+        .ok_or_else(|| "too large".to_string())?;
+    if n == 0 {
+        return Err("must be greater than 0".into());
+    }
+    Ok(n)
 }
 
 /// The checked, effective configuration with loaded certificates.
@@ -191,11 +225,13 @@ impl Config {
         let config_path = data_directory.join(CONFIG_FILE);
         let file = if config_path.exists() {
             let text = std::fs::read_to_string(&config_path).map_err(|e| {
-                ConfigError::Startup(format!("Failed to parse config file {CONFIG_FILE}: {e}"))
+                ConfigError::Startup(format!(
+                    "Failed to parse config file {}: {e}",
+                    config_path.display()
+                ))
             })?;
-            parse_config_file(&text).map_err(|e| {
-                ConfigError::Startup(format!("Failed to parse config file {CONFIG_FILE}: {e}"))
-            })?
+            parse_config_file(&text)
+                .map_err(|e| ConfigError::Startup(config_file_error(&config_path, &text, &e)))?
         } else {
             FileSettings::default()
         };
@@ -227,7 +263,17 @@ impl Config {
         } else {
             args.developer_ca_certificates.clone()
         };
-        let bind_address = parse_listen_address(&listen_address).map_err(ConfigError::Startup)?;
+        let bind_address = parse_listen_address(&listen_address).map_err(|why| {
+            ConfigError::Startup(format!(
+                "listenAddress '{listen_address}' in {}: {why}",
+                config_path.display()
+            ))
+        })?;
+        if password.is_some() && certificate.is_none() {
+            return Err(ConfigError::Usage(
+                "--sp: a store-sign password without a certificate (--sc)".into(),
+            ));
+        }
         check_project_id(&project_id).map_err(ConfigError::Startup)?;
         let limits = effective_limits(&args.limits, &file.limits);
         let connection_limits = effective_connection_limits(&args.connections, &file.connections);
@@ -284,9 +330,18 @@ fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
             cwd
         }
     };
+    // Created with its parents when missing, as Qt's server does.
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            ConfigError::Startup(format!(
+                "could not create the data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     if !dir.is_dir() {
         return Err(ConfigError::Startup(format!(
-            "the data directory {} does not exist or is not a directory",
+            "the data directory {} is not a directory",
             dir.display()
         )));
     }
@@ -340,9 +395,11 @@ fn effective_connection_limits(args: &ConnectionArgs, file: &ConnectionArgs) -> 
     }
 }
 
-/// `<ip>`, `any` or `localhost`, optionally `:<port>` (IPv6 addresses in brackets).
+/// `<ip>`, `any` or `localhost`, optionally `:<port>` (IPv6 addresses in brackets). The
+/// error says what is wrong.
 pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
-    let invalid = || format!("invalid listen address '{text}'");
+    let invalid =
+        || format!("not an address: expected <ip>, 'any' or 'localhost', optionally with :<port>");
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
         let port = match after.strip_prefix(':') {
@@ -360,15 +417,47 @@ pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
         }
     };
     let ip: IpAddr = match host {
-        "any" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        "any" => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        other => other.parse().map_err(|_| invalid())?,
+        other => other
+            .parse()
+            .map_err(|_| format!("'{other}' is not an IP address, 'any' or 'localhost'"))?,
     };
     let port = match port {
-        Some(p) => p.parse::<u16>().map_err(|_| invalid())?,
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+            .parse::<u16>()
+            .map_err(|_| "port out of range 0-65535".to_string())?,
+        Some(p) => return Err(format!("the port '{p}' is not a number")),
         None => DEFAULT_PORT,
     };
     Ok(SocketAddr::new(ip, port))
+}
+
+/// A config file error with the file's full path, and the line it is about (as the parser
+/// said, or where the field it names is), shown.
+fn config_file_error(path: &Path, text: &str, message: &str) -> String {
+    let from_parser = message
+        .split("line ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let field = message.split('\'').nth(1).filter(|_| from_parser.is_none());
+    let line = from_parser.or_else(|| {
+        let field = field?;
+        text.lines()
+            .position(|l| l.starts_with(&format!("{field}:")))
+            .map(|i| i + 1)
+    });
+    let mut out = format!("Failed to parse config file {}: {message}", path.display());
+    if let Some(n) = line
+        && let Some(shown) = text.lines().nth(n.saturating_sub(1))
+    {
+        if from_parser.is_none() {
+            out.push_str(&format!(" (line {n})"));
+        }
+        out.push_str(&format!("\n  {n} | {shown}"));
+    }
+    out
 }
 
 fn check_project_id(id: &str) -> Result<(), String> {
@@ -414,8 +503,9 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             s if s.is_empty() => Err(format!("'{key}' must not be empty")),
             s => Ok(s),
         };
-        let size = || match value.as_integer() {
-            Some(n) if n > 0 && n <= i128::from(u64::MAX) => Ok(n as u64),
+        let size = || match (value.as_integer(), value.as_text()) {
+            (Some(n), _) if n > 0 && n <= i128::from(u64::MAX) => Ok(n as u64),
+            (None, Some(text)) => parse_size(text).map_err(|why| format!("'{key}' {text}: {why}")),
             _ => Err(format!("'{key}' must be a positive number")),
         };
         match key.as_str() {
@@ -587,6 +677,19 @@ mod tests {
         assert!(args(&["--bogus"]).is_err());
         assert!(args(&["--dd"]).is_err());
         assert!(args(&["--max-entries", "0"]).is_err());
+        assert_eq!(
+            args(&["--la", "localhost:99999"]).unwrap_err(),
+            "--la localhost:99999: port out of range 0-65535"
+        );
+        assert!(
+            args(&["--max-package-size", "1X"])
+                .unwrap_err()
+                .starts_with("--max-package-size 1X: not a positive number")
+        );
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert!(parse_size("99999999999G").is_err());
     }
 
     #[test]
@@ -597,7 +700,7 @@ mod tests {
         );
         assert_eq!(
             parse_listen_address("any:7070").unwrap(),
-            "0.0.0.0:7070".parse().unwrap()
+            "[::]:7070".parse().unwrap()
         );
         assert_eq!(
             parse_listen_address("127.0.0.1:0").unwrap(),

@@ -138,6 +138,13 @@ pub struct Folders {
     reported: Vec<String>,
 }
 
+/// A look at `upload/` that processes what is ready, or only counts what is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Process,
+    Count,
+}
+
 /// Whether an upload can be taken now.
 enum Readiness {
     Ready,
@@ -148,17 +155,19 @@ enum Readiness {
 impl Folders {
     /// Process what is in `upload/`, then `remove/`.
     pub fn scan(&mut self, store: &Store) {
-        self.scan_uploads(store);
+        self.uploads(store, Pass::Process);
         self.scan_removals(store);
     }
 
-    /// The start-up pass: uploads first (waiting a little for files still being written, so a
-    /// removal in the same start cannot overtake them), then removals.
+    /// The start-up pass: uploads first, in one pass once none is still being written (or
+    /// after `START_UP_PATIENCE`), so a removal in the same start cannot overtake them; then
+    /// removals.
     pub fn initial_scan(&mut self, store: &Store) {
         let deadline = Instant::now() + START_UP_PATIENCE;
-        while self.scan_uploads(store) > 0 && Instant::now() < deadline {
+        while self.uploads(store, Pass::Count) > 0 && Instant::now() < deadline {
             std::thread::sleep(QUIET_TIME / 4);
         }
+        self.uploads(store, Pass::Process);
         self.scan_removals(store);
     }
 
@@ -197,8 +206,9 @@ impl Folders {
         }
     }
 
-    /// Install the ready files of `upload/`; returns how many are not ready yet.
-    fn scan_uploads(&mut self, store: &Store) -> usize {
+    /// Install the ready files of `upload/` (or only count, with `Pass::Count`); returns how
+    /// many are not ready yet.
+    fn uploads(&mut self, store: &Store, pass: Pass) -> usize {
         let Some(upload) = self.open_folder(store, &store.upload_dir) else {
             return 0;
         };
@@ -233,6 +243,9 @@ impl Folders {
             } else {
                 None
             };
+            if pass == Pass::Count {
+                continue;
+            }
             if !heading_done {
                 store.console.heading("Scanning upload");
                 heading_done = true;

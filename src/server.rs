@@ -10,12 +10,15 @@ use crate::http::server::{ConnectionLimits, HttpServer};
 use crate::scanner::{self, Scanner};
 use crate::store::{DirLock, Store};
 use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Run the server with the given command-line arguments (without the program name).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let no_arguments = args.is_empty();
     let args = match parse_args(args) {
         Ok(Command::Run(args)) => args,
         Ok(Command::Help) => {
@@ -26,11 +29,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("appman-package-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        Err(message) => return usage_error(&message),
+        Err(message) => return usage_error(&message, no_arguments),
     };
     let config = match Config::load(&args) {
         Ok(config) => config,
-        Err(ConfigError::Usage(message)) => return usage_error(&message),
+        Err(ConfigError::Usage(message)) => return usage_error(&message, no_arguments),
         Err(ConfigError::Startup(message)) => return startup_error(&message),
     };
     match serve(config) {
@@ -39,8 +42,14 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
-fn usage_error(message: &str) -> ExitCode {
-    eprintln!("ERROR: {message}\n\n{USAGE}");
+/// A usage error: the message and a hint, exit code 1. Started without any arguments (and no
+/// config file here), the whole usage instead.
+fn usage_error(message: &str, no_arguments: bool) -> ExitCode {
+    if no_arguments {
+        eprint!("{USAGE}");
+    } else {
+        eprintln!("ERROR: {message}\nRun 'appman-package-server --help' to see the options.");
+    }
     ExitCode::from(1)
 }
 
@@ -51,8 +60,11 @@ fn startup_error(message: &str) -> ExitCode {
 
 fn serve(config: Config) -> Result<(), String> {
     let console = Console::from_environment();
-    let lock = DirLock::acquire(&config.data_directory)?;
+    // Dropped on every way out of here, which removes the lock file.
+    let _lock = DirLock::acquire(&config.data_directory)?;
     let signals = ShutdownSignal::install()?;
+    // The port first: nothing that implies success is printed before it is ours.
+    let listener = bind(config.bind_address)?;
     raise_file_limit();
     scanner::ignore_lease_signals();
     let signing = config.store_signing.is_some();
@@ -89,7 +101,7 @@ fn serve(config: Config) -> Result<(), String> {
         project_id: config.project_id,
     });
     let connection_limits = fit_to_file_limit(config.connection_limits, &console);
-    let http = HttpServer::start(config.bind_address, connection_limits, state, console)?;
+    let http = HttpServer::start(listener, connection_limits, state, console)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));
     let scanner = Scanner::start(store.clone(), folders)?;
 
@@ -97,8 +109,68 @@ fn serve(config: Config) -> Result<(), String> {
     http.stop();
     scanner.stop();
     store.remove_own_temp_files();
-    lock.release();
     Ok(())
+}
+
+/// Listen on `address`. The unspecified IPv6 address (`any`) listens on IPv6 and IPv4, like
+/// Qt's `QHostAddress::Any`; where IPv6 is not available, on IPv4 alone.
+fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    let failed = |e: std::io::Error| format!("could not listen on {address}: {e}");
+    if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        match bind_dual_stack(address.port()) {
+            Ok(listener) => return Ok(listener),
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), address.port());
+                return TcpListener::bind(v4).map_err(failed);
+            }
+            Err(e) => return Err(failed(e)),
+        }
+    }
+    TcpListener::bind(address).map_err(failed)
+}
+
+/// A listener on `[::]:port` that takes IPv4 connections too (`IPV6_V6ONLY` off, whatever the
+/// system's default).
+fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
+    use std::os::fd::FromRawFd;
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: a new socket we own (wrapped at once so it is closed on every error), options
+    // and a sockaddr_in6 of the sizes we pass.
+    unsafe {
+        let fd = check(libc::socket(
+            libc::AF_INET6,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let listener = TcpListener::from_raw_fd(fd);
+        let set = |level, option, value: libc::c_int| {
+            check(libc::setsockopt(
+                fd,
+                level,
+                option,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            ))
+        };
+        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+        let mut address: libc::sockaddr_in6 = std::mem::zeroed();
+        address.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        address.sin6_port = port.to_be();
+        check(libc::bind(
+            fd,
+            (&address as *const libc::sockaddr_in6).cast(),
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+        ))?;
+        check(libc::listen(fd, 1024))?;
+        Ok(listener)
+    }
 }
 
 /// Every connection and open download takes a file descriptor; the usual soft limit of 1024
@@ -159,7 +231,8 @@ extern "C" fn on_shutdown_signal(_: libc::c_int) {
     }
 }
 
-/// SIGINT and SIGTERM, turned into a byte on a pipe that `wait` blocks on.
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, turned into a byte on a pipe that `wait` blocks on:
+/// each stops the server cleanly.
 struct ShutdownSignal {
     read_fd: libc::c_int,
 }
@@ -175,7 +248,7 @@ impl ShutdownSignal {
             ));
         }
         SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
-        for signal in [libc::SIGINT, libc::SIGTERM] {
+        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             // SAFETY: installing a handler that only calls async-signal-safe functions.
             unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
@@ -188,7 +261,7 @@ impl ShutdownSignal {
         Ok(ShutdownSignal { read_fd: fds[0] })
     }
 
-    /// Block until SIGINT or SIGTERM.
+    /// Block until one of the signals arrives.
     fn wait(&self) {
         let mut byte = [0u8; 1];
         loop {

@@ -243,11 +243,25 @@ fn the_global_connection_cap_refuses_with_503_and_frees_slots() {
     let held: Vec<TcpStream> = (0..4)
         .map(|_| connect_from(ATTACKER, server.port))
         .collect();
-    // Connections are accepted in order: the fifth is over the cap.
-    let mut fifth = connect_from(LEGIT, server.port);
-    let answer = read_until_closed(&mut fifth);
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert!(answer.contains("Retry-After: 5"), "{answer}");
+    // Connections are accepted in order, so the fifth is over the cap once the upload's
+    // connection has ended: until then a fifth connection may still be accepted (it is
+    // answered nothing and closed by us, and we try again).
+    let refusal = std::cell::RefCell::new(String::new());
+    wait_until("a fifth connection being refused", || {
+        let mut fifth = connect_from(LEGIT, server.port);
+        fifth
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = fifth.read_to_end(&mut answer);
+        *refusal.borrow_mut() = String::from_utf8_lossy(&answer).into_owned();
+        refusal.borrow().starts_with("HTTP/1.1 503")
+    });
+    assert!(
+        refusal.borrow().contains("Retry-After: 5"),
+        "{}",
+        refusal.borrow()
+    );
     server.lines.wait_for("the refusal line", |l| {
         l.iter().any(|x| {
             x == "> Refusing connections from 127.0.0.2: 4 are open, the most in all (--max-connections)"

@@ -13,15 +13,32 @@ use std::sync::Arc;
 /// Decoded request parameters, in order.
 pub type Params = Vec<(String, String)>;
 
-/// Split a request target into its path and decoded query parameters. Malformed
-/// percent-encoding and parameters that are not UTF-8 are refused (400), not guessed at.
+/// Split a request target into its path and decoded query parameters. Queries are
+/// percent-decoded only, as Qt's server reads them: `+` is a plus (Qt clients build URLs with
+/// `QUrlQuery`, which never encodes it). Malformed percent-encoding and parameters that are
+/// not UTF-8 are refused (400), not guessed at.
 pub fn parse_target(target: &str) -> Result<(&str, Params), String> {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    Ok((path, parse_form(query.as_bytes())?))
+    check_encoding(query.as_bytes())?;
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|v| v.into_owned())
+            .map_err(|_| "the parameters are not valid UTF-8".to_string())
+    };
+    let params = query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(name)?, decode(value)?))
+        })
+        .collect::<Result<Params, String>>()?;
+    Ok((path, params))
 }
 
-/// Decode `application/x-www-form-urlencoded` parameters, strictly.
-pub fn parse_form(bytes: &[u8]) -> Result<Params, String> {
+/// Every `%` starts a two-digit hex escape, and the decoded bytes are UTF-8.
+fn check_encoding(bytes: &[u8]) -> Result<(), String> {
     let mut rest = bytes;
     while let Some(at) = rest.iter().position(|&b| b == b'%') {
         let hex = rest.get(at + 1..at + 3);
@@ -37,6 +54,13 @@ pub fn parse_form(bytes: &[u8]) -> Result<Params, String> {
     {
         return Err("the parameters are not valid UTF-8".into());
     }
+    Ok(())
+}
+
+/// Decode an `application/x-www-form-urlencoded` body (our extension for POST), strictly;
+/// here `+` is a space, as the form encoding says.
+pub fn parse_form(bytes: &[u8]) -> Result<Params, String> {
+    check_encoding(bytes)?;
     Ok(form_urlencoded::parse(bytes).into_owned().collect())
 }
 
@@ -137,8 +161,14 @@ impl Response {
         }
     }
 
+    /// 404 with an empty body, as Qt's server answers (its own test compares the body).
     pub fn not_found() -> Response {
-        Response::status(404, "Not Found")
+        Response {
+            status: 404,
+            headers: Vec::new(),
+            body: Body::Empty,
+            close: false,
+        }
     }
 
     /// This answer, closing the connection afterwards.

@@ -22,22 +22,44 @@ pub struct State {
 /// A route's handler.
 type Handler = fn(&mut Request<'_>, &State) -> Response;
 
-/// Dispatch one request.
-pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
+/// The route of `path`: the methods it takes and its handler. HEAD is answered wherever GET
+/// is (the server sends the head only).
+fn route(path: &str) -> Option<(&'static [Method], Handler)> {
     use Method::*;
-    let (allowed, handler): (&[Method], Handler) = match request.path.as_str() {
-        "/hello" => (&[Get, Post], hello),
-        "/package/list" => (&[Get, Post], package_list),
-        "/package/icon" => (&[Get, Post], package_icon),
-        "/package/download" => (&[Get, Post], package_download),
+    Some(match path {
+        "/hello" => (&[Get, Head, Post], hello),
+        "/package/list" => (&[Get, Head, Post], package_list),
+        "/package/icon" => (&[Get, Head, Post], package_icon),
+        "/package/download" => (&[Get, Head, Post], package_download),
         "/package/upload" => (&[Put], package_upload),
         "/package/remove" => (&[Post], package_remove),
-        "/category/list" => (&[Get, Post], category_list),
-        _ => return Response::not_found(),
+        "/category/list" => (&[Get, Head, Post], category_list),
+        _ => return None,
+    })
+}
+
+/// Whether `path` takes `method`: only then is a form body read for parameters.
+pub fn takes(path: &str, method: Method) -> bool {
+    route(path).is_some_and(|(allowed, _)| allowed.contains(&method))
+}
+
+/// Dispatch one request.
+pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
+    let Some((allowed, handler)) = route(&request.path) else {
+        return Response::not_found();
     };
     if !allowed.contains(&request.method) {
         let allow: Vec<&str> = allowed.iter().map(|m| m.as_str()).collect();
-        return Response::status(405, "Method Not Allowed").with_header("Allow", allow.join(", "));
+        // A package POSTed by mistake (curl --data-binary) gets told what to do.
+        let message = match request.path.as_str() {
+            "/package/upload" => {
+                "Method Not Allowed: upload packages with PUT (curl -T package.ampkg URL)"
+            }
+            _ => "Method Not Allowed",
+        };
+        return Response::status(405, message)
+            .with_header("Allow", allow.join(", "))
+            .closing();
     }
     handler(request, state)
 }
@@ -84,6 +106,7 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
         Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
         Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
             Ok((length, reader)) => Body::Reader { reader, length },
+            Err(_) if state.store.forget_if_gone(&entry) => return Response::not_found(),
             Err(e) => {
                 return download_failed(state, &entry, &format!("could not read the icon: {e}"));
             }
@@ -111,7 +134,11 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                     length,
                     tail: Vec::new(),
                 },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Replaced meanwhile (look again), or deleted under us (forget it).
+                    state.store.forget_if_gone(&entry);
+                    continue;
+                }
                 Err(e) => return download_failed(state, &entry, &e.to_string()),
             },
             Some(signer) => {
@@ -122,6 +149,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                         length: signed.body_length,
                         tail: signed.tail,
                     },
+                    Err(_) if state.store.forget_if_gone(&entry) => continue,
                     Err(reason) => {
                         return download_failed(
                             state,
@@ -187,6 +215,8 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
         // The package was never complete: a client or transport error.
         Err(Received::Broken(message)) => return failed(&name, 400, message),
         Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
+        // Like every other failed upload: 200 with the fail JSON.
+        Err(Received::Empty) => return failed(&name, 200, "the upload is empty".into()),
     }
     match store.install_upload(temp) {
         Ok(installed) => {
@@ -210,6 +240,7 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
 enum Received {
     Broken(String),
     TooLarge,
+    Empty,
 }
 
 fn too_large(limit: u64) -> String {
@@ -248,7 +279,7 @@ fn receive_body(
         )));
     }
     if total == 0 {
-        return Err(Received::Broken("the upload is empty".into()));
+        return Err(Received::Empty);
     }
     temp.flush()
         .map_err(|e| Received::Broken(format!("could not store the upload: {e}")))
@@ -262,11 +293,8 @@ fn package_remove(request: &mut Request<'_>, state: &State) -> Response {
         Some(id) => store.remove(id, arch),
         None => Vec::new(),
     };
-    let pattern = match (id, arch) {
-        (Some(id), Some(arch)) => format!("{id}_{arch}"),
-        (Some(id), None) => id.to_string(),
-        (None, _) => "(no id)".to_string(),
-    };
+    // Qt's words: ` = skipping <id> [<arch>] (no match)`, `[<any>]` without an architecture.
+    let pattern = format!("{} [{}]", id.unwrap_or("<no id>"), arch.unwrap_or("<any>"));
     store.report(
         "Remove via HTTP:",
         &Store::removal_lines(&removed, &pattern),

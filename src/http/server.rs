@@ -52,15 +52,13 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
-    /// Bind `address` and serve it.
+    /// Serve `listener`.
     pub fn start(
-        address: SocketAddr,
+        listener: TcpListener,
         limits: ConnectionLimits,
         state: Arc<State>,
         console: Console,
     ) -> Result<HttpServer, String> {
-        let listener = TcpListener::bind(address)
-            .map_err(|e| format!("could not listen on {address}: {e}"))?;
         let config = tiny_http::ServerConfig {
             max_connections: limits.max_connections,
             max_connections_per_client: limits.max_connections_per_client,
@@ -160,7 +158,9 @@ fn read_parameters(
         v.to_ascii_lowercase()
             .starts_with("application/x-www-form-urlencoded")
     });
-    if method == Method::Post && is_form {
+    // Only a route that takes POST gets its form body decoded (a package POSTed to the upload
+    // route by mistake is answered 405, not 400 for its "malformed" form).
+    if method == Method::Post && is_form && super::routes::takes(&path, method) {
         let announced = request.body_length();
         let body = read_form(request.as_reader(), announced)?;
         params.extend(super::parse_form(&body).map_err(bad_request)?);

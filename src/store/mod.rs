@@ -211,9 +211,11 @@ impl DirLock {
         let _ = write!(file, "{}", std::process::id());
         Ok(DirLock { path, _file: file })
     }
+}
 
-    /// Unlock and remove the lock file.
-    pub fn release(self) {
+impl Drop for DirLock {
+    /// Remove the lock file (the lock itself goes with the descriptor).
+    fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -254,6 +256,13 @@ impl Store {
             fs::create_dir_all(dir)
                 .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
         }
+        // A package directory we cannot write to would make every valid upload fail.
+        self.upload_file().map_err(|e| {
+            format!(
+                "the package directory {} is not writable: {e}",
+                self.packages_dir.display()
+            )
+        })?;
         for dir in [&self.data_dir, &self.packages_dir] {
             remove_temp_files(dir, None);
         }
@@ -372,7 +381,16 @@ impl Store {
             };
             trust
                 .verify(signature, digest_content(&info.digest).as_bytes())
-                .map_err(|e| format!("invalid developer signature ({e})"))?;
+                .map_err(|e| {
+                    let e = e.to_string();
+                    // The usual cause: the developer certificate's intermediate CA is missing.
+                    let hint = if e.contains("unable to get local issuer certificate") {
+                        "; pass the intermediate CA too: --dc may be repeated"
+                    } else {
+                        ""
+                    };
+                    format!("invalid developer signature ({e}){hint}")
+                })?;
         }
         Ok(info)
     }
@@ -496,6 +514,29 @@ impl Store {
             let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
         }
         removed
+    }
+
+    /// When `entry`'s file is no longer in `.packages/` (deleted under the running server),
+    /// drop it from the index and say so. True if it was gone.
+    pub fn forget_if_gone(&self, entry: &Arc<Entry>) -> bool {
+        let _changing = self.mutation();
+        let current = self.index().get(entry.id(), entry.arch());
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, entry)) {
+            return false; // replaced by a newer package: not gone
+        }
+        let still_there = fs::symlink_metadata(&entry.path).is_ok_and(|m| m.ino() == entry.inode);
+        if still_there {
+            return false;
+        }
+        self.index().remove(entry.id(), entry.arch());
+        entry.discard_signing_body();
+        self.console.event(&Event::Failed {
+            file: entry.file_name(),
+            reason: format!(
+                "the package file was deleted from {PACKAGES_DIR}/: it is no longer listed"
+            ),
+        });
+        true
     }
 
     /// Whether uploads must carry a valid developer signature.

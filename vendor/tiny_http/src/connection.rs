@@ -208,7 +208,11 @@ pub(crate) fn serve(
             return;
         }
         if close {
-            linger(&mut reader);
+            // Linger only when the client may still be sending: an unread body, or more
+            // requests already here. Otherwise the slot is free at once.
+            if !body_done || !reader.buffer().is_empty() {
+                linger(&mut reader);
+            }
             return;
         }
         idle = timeouts.keep_alive;
