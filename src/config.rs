@@ -398,8 +398,9 @@ fn effective_connection_limits(args: &ConnectionArgs, file: &ConnectionArgs) -> 
 /// `<ip>`, `any` or `localhost`, optionally `:<port>` (IPv6 addresses in brackets). The
 /// error says what is wrong.
 pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
-    let invalid =
-        || format!("not an address: expected <ip>, 'any' or 'localhost', optionally with :<port>");
+    let invalid = || {
+        "not an address: expected <ip>, 'any' or 'localhost', optionally with :<port>".to_string()
+    };
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']').ok_or_else(invalid)?;
         let port = match after.strip_prefix(':') {
