@@ -3,6 +3,7 @@
 mod util;
 
 mod attacks;
+mod dropin;
 mod files;
 mod hostile;
 mod packager;

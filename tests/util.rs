@@ -335,12 +335,21 @@ impl Server {
 
     /// Start as `start` does, running as the user and group `uid` (the caller is root).
     pub fn start_as_user(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], uid: u32) -> Server {
+        let mut server = Server::start_failing_as_user(data, args, uid);
+        server.wait_until_listening();
+        server
+    }
+
+    /// Start as user `uid` without waiting for it to listen.
+    pub fn start_failing_as_user(
+        data: &Path,
+        args: &[&dyn AsRef<std::ffi::OsStr>],
+        uid: u32,
+    ) -> Server {
         use std::os::unix::process::CommandExt;
         let mut command = Server::command(data, args);
         command.uid(uid).gid(uid);
-        let mut server = Server::launch(command, data);
-        server.wait_until_listening();
-        server
+        Server::launch(command, data)
     }
 
     fn command(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {

@@ -67,3 +67,39 @@ pub fn from_hex(text: &str) -> Option<[u8; 32]> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::yaml::{YamlLimits, parse_documents};
+
+    /// Known answers computed by hand from FORMAT.md ("Digest"), independent of our writer:
+    /// our reader and writer agreeing with each other proves nothing.
+    #[test]
+    fn digests_files_directories_and_extra_signed_as_format_md_says() {
+        let mut digest = PackageDigest::default();
+        digest.add_file_data(b"hel");
+        digest.add_file_data(b"lo");
+        digest.finish_file(5, "a.txt");
+        digest.add_directory("d");
+        // sha256(b"hello" b"F/5/a.txt" b"D/0/d")
+        assert_eq!(
+            to_hex(&digest.finish()),
+            "d5baa5097fb4cb764abc571996c6d68b5727aa60590c069d3449dbae76d2f28f"
+        );
+        let extra = parse_documents("a: 1\n", &YamlLimits::default()).unwrap();
+        let mut digest = PackageDigest::default();
+        digest.add_extra_signed(&extra[0]);
+        digest.add_file_data(b"hello");
+        digest.finish_file(5, "a.txt");
+        // sha256(QVariantMap{a: int 1} b"hello" b"F/5/a.txt")
+        assert_eq!(
+            to_hex(&digest.finish()),
+            "bed6511a7d3788f51822caed9a437b71524e2014a4af228818d7a59b7ae18b45"
+        );
+        assert_eq!(
+            to_hex(&PackageDigest::default().finish()),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+}

@@ -191,3 +191,23 @@ fn openssl_reason(stack: &openssl::error::ErrorStack) -> String {
         reasons.join("; ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known answers from FORMAT.md ("Signatures"), computed with Python's hmac and base64.
+    #[test]
+    fn signed_contents_are_the_base64_digest_or_its_hmac() {
+        let digest: [u8; 32] = std::array::from_fn(|i| i as u8);
+        assert_eq!(
+            digest_content(&digest),
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+        );
+        assert_eq!(store_content(&digest, "").unwrap(), digest_content(&digest));
+        assert_eq!(
+            store_content(&digest, "foobar").unwrap(),
+            "ZyuHcJOqRz++k42V4BhUSr1vhCfgVcEFhSJqcpZqN1E="
+        );
+    }
+}
