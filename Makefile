@@ -23,14 +23,18 @@ run: release
 
 # Everything CI runs: formatting, lints, and all tests.
 test: fmt-check lint
+	@rm -rf target/tmp/skipped
 	$(CARGO) test --lib --tests
 	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
+	@tests/skipped-summary.sh
 
 # Everything in `test`, plus the long reliability tests (300 slow clients and their closing
 # within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).
 test-long: fmt-check lint
+	@rm -rf target/tmp/skipped
 	$(CARGO) test --lib --tests -- --include-ignored
 	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
+	@tests/skipped-summary.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -218,7 +218,7 @@ fn start_up_failures_print_nothing_that_implies_success_and_leave_no_lock() {
 fn an_unwritable_package_directory_stops_the_start() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root to run the server as another user");
+        skip("needs root to run the server as another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

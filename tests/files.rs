@@ -264,7 +264,7 @@ fn rejected_files_are_verified_once_and_kept_within_bounds() {
 fn a_file_another_user_is_still_writing_is_not_taken() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: needs root to run the server as another user");
+        skip("needs root to run the server as another user");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

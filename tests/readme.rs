@@ -17,7 +17,7 @@ fn curl_examples() -> Vec<String> {
 #[test]
 fn readme_curl_examples_work() {
     if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: curl is not installed, README examples not run");
+        crate::util::skip("curl is not installed, README examples not run");
         return;
     }
     let data = tempfile::tempdir().unwrap();

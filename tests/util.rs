@@ -10,9 +10,22 @@ pub fn vectors() -> Option<PathBuf> {
     if dir.join("README.md").exists() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: ../shared/vectors is absent, interop checks not run");
+        skip("../shared/vectors is absent, interop checks not run");
         None
     }
+}
+
+/// Record that the running test skips (some of) its checks, and why: `make test` prints a
+/// summary of these after the run, so a skip is never a silent pass.
+pub fn skip(reason: &str) {
+    eprintln!("SKIPPED: {reason}");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped");
+    let _ = std::fs::create_dir_all(&dir);
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .replace("::", "-");
+    let _ = std::fs::write(dir.join(name), reason);
 }
 
 /// Read a package file with the default limits.
@@ -163,8 +176,17 @@ fn p12(certificate: &X509, key: &PKey<Private>, chain: &[&X509]) -> Vec<u8> {
 pub fn certificates() -> &'static Certificates {
     static CERTS: std::sync::OnceLock<Certificates> = std::sync::OnceLock::new();
     CERTS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("amps-test-certs-{}", std::process::id()));
-        Certificates::generate(&dir)
+        // Under target/ (not /tmp), one directory per test process; those of earlier
+        // processes are removed here, so nothing accumulates.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let mine = format!("test-certs-{}", std::process::id());
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("test-certs-") && name != mine {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Certificates::generate(&root.join(mine))
     })
 }
 
