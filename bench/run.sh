@@ -19,9 +19,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q
-SERVER=$ROOT/target/release/appman-package-server
-PACKAGER=$ROOT/target/release/appman-packager
+# BENCH_BIN_DIR=dist measures the static binaries of make dist instead.
+BIN=${BENCH_BIN_DIR:-target/release}
+[ -n "${BENCH_BIN_DIR:-}" ] || cargo build --release -q
+BIN=$(cd "$BIN" && pwd)
+SERVER=$BIN/appman-package-server
+PACKAGER=$BIN/appman-packager
+echo "binaries: $SERVER ($("$SERVER" --version))"
 W=$(mktemp -d /tmp/amps-bench.XXXXXX)
 chmod 755 "$W"   # nginx workers must read it
 PIDS=()

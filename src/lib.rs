@@ -17,3 +17,23 @@ pub mod scanner;
 pub mod server;
 pub mod store;
 pub mod yaml;
+
+/// The `--version` line of both binaries: our version, the Qt Application Manager behaviour
+/// we follow, and how the binary was built (static or dynamic, and its OpenSSL).
+pub fn version_line(program: &str) -> String {
+    let linking = if cfg!(target_feature = "crt-static") {
+        "static build"
+    } else {
+        "dynamic build"
+    };
+    let openssl = if cfg!(feature = "vendored-openssl") {
+        "vendored"
+    } else {
+        "system"
+    };
+    format!(
+        "{program} {} (follows Qt Application Manager 6.x: package format and package-server API of 6.4; {linking}, {openssl} {})",
+        env!("CARGO_PKG_VERSION"),
+        openssl::version::version()
+    )
+}

@@ -171,6 +171,15 @@ impl Folders {
         self.scan_removals(store);
     }
 
+    /// Leave `name` (as `stat` shows it) alone while it is unchanged, until `retry_at` if given.
+    fn remember(&mut self, name: &OsStr, stat: &FileStat, retry_at: Option<Instant>) {
+        let seen = Seen {
+            stat: *stat,
+            retry_at,
+        };
+        self.seen.insert(name.to_os_string(), seen);
+    }
+
     /// Say `problem` once (until it goes away and comes back, it is not repeated).
     fn report_once(&mut self, store: &Store, file: &str, problem: String) {
         if !self.reported.contains(&problem) {
@@ -347,13 +356,7 @@ impl Folders {
                     file: shown,
                     reason: format!("{reason}; the file stays in upload/"),
                 });
-                self.seen.insert(
-                    name.to_os_string(),
-                    Seen {
-                        stat: *stat,
-                        retry_at: Some(Instant::now() + RETRY_AFTER_SERVER_FAULT),
-                    },
-                );
+                self.remember(name, stat, Some(Instant::now() + RETRY_AFTER_SERVER_FAULT));
             }
         }
     }
@@ -379,13 +382,7 @@ impl Folders {
                 file: shown,
                 reason: format!("could not move it to {REJECTED_DIR}/: {problem}; it stays"),
             });
-            self.seen.insert(
-                name.to_os_string(),
-                Seen {
-                    stat: *stat,
-                    retry_at: None,
-                },
-            );
+            self.remember(name, stat, None);
         }
     }
 

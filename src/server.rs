@@ -26,7 +26,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Version) => {
-            println!("appman-package-server {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", crate::version_line("appman-package-server"));
             return ExitCode::SUCCESS;
         }
         Err(message) => return usage_error(&message, no_arguments),

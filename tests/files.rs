@@ -24,6 +24,14 @@ fn drop_file(upload: &Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&part, upload.join(name)).unwrap();
 }
 
+/// A directory outside the data directory with a file `secret` in it.
+fn secret_outside() -> (tempfile::TempDir, std::path::PathBuf) {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("secret");
+    std::fs::write(&secret, b"the secret").unwrap();
+    (outside, secret)
+}
+
 /// Nothing in `.packages/` is a link, and every file there is a regular file of ours.
 fn assert_packages_are_plain_files(data: &Path) {
     for entry in std::fs::read_dir(data.join(".packages")).unwrap().flatten() {
@@ -40,9 +48,7 @@ fn assert_packages_are_plain_files(data: &Path) {
 #[test]
 fn links_fifos_and_devices_in_upload_are_refused_without_being_opened() {
     let dir = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let secret = outside.path().join("secret");
-    std::fs::write(&secret, b"the secret").unwrap();
+    let (_outside, secret) = secret_outside();
     let server = Server::start(dir.path(), &[]);
     let upload = dir.path().join("upload");
     symlink(&secret, upload.join("link.ampkg")).unwrap();
@@ -81,9 +87,7 @@ fn links_fifos_and_devices_in_upload_are_refused_without_being_opened() {
 #[test]
 fn a_package_swapped_for_a_link_during_verification_never_serves_the_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let outside = tempfile::tempdir().unwrap();
-    let secret = outside.path().join("secret");
-    std::fs::write(&secret, b"the secret").unwrap();
+    let (_outside, secret) = secret_outside();
     let server = Server::start(dir.path(), &[]);
     let upload = dir.path().join("upload");
     // Big enough to take a while to verify.

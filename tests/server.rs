@@ -960,7 +960,7 @@ fn sigterm_and_sigint_end_the_server_cleanly() {
 fn colours_follow_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let run = |vars: &[(&str, &str)]| -> String {
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        let mut command = std::process::Command::new(binary("appman-package-server"));
         command.args(["--dd", dir.path().to_str().unwrap(), "--la", "127.0.0.1:0"]);
         command
             .env_remove("AM_FORCE_COLOR_OUTPUT")

@@ -3,6 +3,7 @@
 mod util;
 
 mod attacks;
+mod chroot;
 mod dropin;
 mod files;
 mod hostile;

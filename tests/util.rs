@@ -15,6 +15,18 @@ pub fn vectors() -> Option<PathBuf> {
     }
 }
 
+/// The binary under test: the one cargo built, or the one in `$AMPS_BIN_DIR` (`make
+/// test-dist` points it at `dist/`, so the whole suite runs against the static binaries).
+pub fn binary(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("AMPS_BIN_DIR") {
+        return Path::new(&dir).join(name);
+    }
+    match name {
+        "appman-packager" => PathBuf::from(env!("CARGO_BIN_EXE_appman-packager")),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_appman-package-server")),
+    }
+}
+
 /// Record that the running test skips (some of) its checks, and why: `make test` prints a
 /// summary of these after the run, so a skip is never a silent pass.
 pub fn skip(reason: &str) {
@@ -197,7 +209,7 @@ pub fn sample_source() -> PathBuf {
 
 /// Run our packager with `args`.
 pub fn packager(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_appman-packager"))
+    Command::new(binary("appman-packager"))
         .args(args.iter().map(|a| a.as_ref()))
         .output()
         .unwrap()
@@ -321,7 +333,7 @@ impl Server {
 
     /// Start without adding `--dd`/`--la`, in `cwd`.
     pub fn spawn_in(cwd: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        let mut command = Command::new(binary("appman-package-server"));
         command
             .current_dir(cwd)
             .args(args.iter().map(|a| a.as_ref()));
@@ -375,7 +387,7 @@ impl Server {
     }
 
     fn command(data: &Path, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_appman-package-server"));
+        let mut command = Command::new(binary("appman-package-server"));
         command.arg("--dd").arg(data).arg("--la").arg("127.0.0.1:0");
         command.args(args.iter().map(|a| a.as_ref()));
         command
@@ -390,7 +402,9 @@ impl Server {
         server
     }
 
-    fn launch(mut command: Command, data: &Path) -> Server {
+    /// Run `command` (a server with `data` as its data directory, seen from here), collecting
+    /// its output.
+    pub fn launch(mut command: Command, data: &Path) -> Server {
         command
             .env_remove("AM_FORCE_COLOR_OUTPUT")
             .env_remove("NO_COLOR")

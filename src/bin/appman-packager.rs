@@ -127,7 +127,7 @@ fn run() -> Result<(), Failure> {
             return Ok(());
         }
         Some(Long("version")) => {
-            println!("appman-packager {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", amps::version_line("appman-packager"));
             return Ok(());
         }
         Some(other) => return Err(Failure::Usage(other.unexpected().to_string(), USAGE)),
