@@ -70,7 +70,7 @@ test-dist: dist
 # Install the dynamic build's binaries into $(DESTDIR)$(PREFIX)/bin.
 install: release
 	install -d "$(DESTDIR)$(PREFIX)/bin"
-	install -m 0755 target/release/appman-package-server target/release/appman-packager "$(DESTDIR)$(PREFIX)/bin/"
+	install -s -m 0755 target/release/appman-package-server target/release/appman-packager "$(DESTDIR)$(PREFIX)/bin/"
 
 fmt:
 	$(CARGO) fmt --all
