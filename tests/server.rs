@@ -570,6 +570,12 @@ fn downloads_are_store_signed_for_the_hardware_id() {
             "'{hardware_id}'"
         );
         assert!(!verify_store(&info, &certs.ca(), "another-device"));
+        // No signing time in the signature: the same request gives the same bytes.
+        let again = server.get(&format!("/package/download?id=io.example.signed{query}"));
+        assert!(
+            again.body == response.body,
+            "'{hardware_id}': two different downloads"
+        );
     }
     // The system tar reads the two gzip members as one archive with one store footer.
     let listing = std::process::Command::new("tar")

@@ -101,14 +101,18 @@ impl SigningKey {
         })
     }
 
-    /// A DER PKCS#7 detached signature over `content`.
+    /// A DER PKCS#7 detached signature over `content`, without signed attributes
+    /// (`PKCS7_NOATTR`): no signing time, so the same key and content always give the same
+    /// bytes (RSA PKCS#1 v1.5 is deterministic). The real installer and `appman-packager
+    /// store-verify-package` 6.4.2 accept such signatures (FORMAT.md, "Signatures"); a signed
+    /// download is then byte-identical on every request, which resuming and caching need.
     pub fn sign(&self, content: &[u8]) -> Result<Vec<u8>, SignatureError> {
         Pkcs7::sign(
             &self.certificate,
             &self.key,
             &self.chain,
             content,
-            Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY,
+            Pkcs7Flags::DETACHED | Pkcs7Flags::BINARY | Pkcs7Flags::NOATTR,
         )
         .and_then(|p| p.to_der())
         .map_err(|e| SignatureError::Signing(format!("could not create the signature: {e}")))
