@@ -266,13 +266,29 @@ impl Store {
         for dir in [&self.data_dir, &self.packages_dir] {
             remove_temp_files(dir, None);
         }
-        // The signing cache is rebuilt on demand; stale bodies are of no use.
-        if let Ok(entries) = fs::read_dir(&self.cache_dir) {
-            for entry in entries.flatten() {
-                let _ = fs::remove_file(entry.path());
+        remove_temp_files(&self.cache_dir, None);
+        Ok(())
+    }
+
+    /// After the packages are loaded: keep the signing bodies a previous run built for them,
+    /// remove everything else in `.cache/` (bodies of packages that are gone, or changed).
+    fn keep_signing_cache(&self, index: &Index) {
+        let Some(signer) = &self.signer else { return };
+        let mut kept = std::collections::HashSet::new();
+        for entry in index.entries() {
+            if signer.keep_cached_body(entry) {
+                let body = signer.body_path(&entry.info.sha1);
+                kept.insert(signing::check_path(&body));
+                kept.insert(body);
             }
         }
-        Ok(())
+        if let Ok(files) = fs::read_dir(&self.cache_dir) {
+            for file in files.flatten() {
+                if !kept.contains(&file.path()) {
+                    let _ = fs::remove_file(file.path());
+                }
+            }
+        }
     }
 
     /// Remove the temporary files of this process (at shutdown).
@@ -354,6 +370,7 @@ impl Store {
         for line in &lines {
             self.console.event(line);
         }
+        self.keep_signing_cache(&index);
         *self.index() = index;
     }
 
@@ -592,6 +609,7 @@ impl Entry {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(path) = body {
+            let _ = fs::remove_file(signing::check_path(&path));
             let _ = fs::remove_file(path);
         }
     }

@@ -111,10 +111,7 @@ impl StoreSigner {
         let source = entry
             .open()
             .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
-        let path = self.cache_dir.join(format!(
-            "{}.body.gz",
-            crate::package::digest::to_hex(&entry.info.sha1)
-        ));
+        let path = self.body_path(&entry.info.sha1);
         let mut temp = TempFile::new_in(&self.cache_dir)
             .map_err(|e| format!("could not create a file in the signing cache: {e}"))?;
         {
@@ -134,7 +131,47 @@ impl StoreSigner {
             .map_err(|e| format!("could not write the signing cache: {e}"))?;
         let file =
             File::open(&path).map_err(|e| format!("could not open the signing cache: {e}"))?;
+        // What the body is, so a later start can keep it (`keep_cached_body`).
+        if let Ok(stat) = crate::fsutil::stat_file(&file) {
+            let _ = crate::fsutil::write_atomically(&check_path(&path), |f| {
+                f.write_all(check_text(&stat).as_bytes())
+            });
+        }
         *slot = Some(path);
         Ok(file)
     }
+
+    /// Where the signing body of a package with SHA-1 `sha1` lives.
+    pub fn body_path(&self, sha1: &[u8; 20]) -> PathBuf {
+        self.cache_dir
+            .join(format!("{}.body.gz", crate::package::digest::to_hex(sha1)))
+    }
+
+    /// At start: use the body a previous run built for `entry`, if it is still the file that
+    /// run wrote (size, modification time and inode as its `.check` file says: cheap, no
+    /// re-reading). The first signed download after a restart is then as fast as any.
+    pub fn keep_cached_body(&self, entry: &Entry) -> bool {
+        let path = self.body_path(&entry.info.sha1);
+        let Ok(file) = File::open(&path) else {
+            return false;
+        };
+        let same = crate::fsutil::stat_file(&file).is_ok_and(|stat| {
+            std::fs::read_to_string(check_path(&path)).is_ok_and(|t| t == check_text(&stat))
+        });
+        if same {
+            *entry.signing_body.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+        }
+        same
+    }
+}
+
+/// The `.check` file beside a cached body.
+pub fn check_path(body: &Path) -> PathBuf {
+    let mut name = body.as_os_str().to_os_string();
+    name.push(".check");
+    PathBuf::from(name)
+}
+
+fn check_text(stat: &crate::fsutil::FileStat) -> String {
+    format!("{} {} {}\n", stat.size, stat.mtime_ns, stat.ino)
 }
