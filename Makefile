@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run test test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz clean
+.PHONY: build release run test test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
 
 # The host's target triple: make dist builds for it explicitly, so that RUSTFLAGS apply to the
 # binaries only, not to build scripts.
@@ -96,6 +96,14 @@ bench-dist: dist release
 	bench/dist.sh
 	BENCH_BIN_DIR=dist bench/run.sh
 	bench/run.sh
+
+# Mutation testing of the package format code (cargo-mutants, installed when missing): every
+# mutant must make a test fail. MUTANTS_FILES narrows it (default: all of src/package/; about
+# a minute per mutant here). Without ../shared it shows what the known-answer tests catch.
+MUTANTS_FILES ?= src/package/*.rs
+mutants:
+	@command -v cargo-mutants >/dev/null 2>&1 || $(CARGO) install cargo-mutants --locked
+	$(CARGO) mutants $(foreach f,$(wildcard $(MUTANTS_FILES)),-f $(f)) -- --lib --test tests
 
 # Run each fuzz target for FUZZ_SECONDS (default 600); needs the nightly toolchain.
 fuzz:
