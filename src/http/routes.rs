@@ -105,7 +105,11 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
         Icon::None => return Response::not_found(),
         Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
         Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
-            Ok((length, reader)) => Body::Reader { reader, length },
+            Ok((length, reader)) => Body::Reader {
+                reader,
+                length,
+                skip: 0,
+            },
             Err(_) if state.store.forget_if_gone(&entry) => return Response::not_found(),
             Err(e) => {
                 return download_failed(state, &entry, &format!("could not read the icon: {e}"));
@@ -114,7 +118,10 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
     };
     Response {
         status: 200,
-        headers: vec![("Content-Type", "image/png".into())],
+        headers: vec![
+            ("Content-Type", "image/png".into()),
+            ("Accept-Ranges", "bytes".into()),
+        ],
         body,
         close: false,
     }
@@ -133,6 +140,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                     file,
                     length,
                     tail: Vec::new(),
+                    range: None,
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // Replaced meanwhile (look again), or deleted under us (forget it).
@@ -148,6 +156,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                         file: signed.body,
                         length: signed.body_length,
                         tail: signed.tail,
+                        range: None,
                     },
                     Err(_) if state.store.forget_if_gone(&entry) => continue,
                     Err(reason) => {
@@ -165,6 +174,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
             headers: vec![
                 ("Content-Type", "application/octet-stream".into()),
                 ("Content-Disposition", attachment),
+                ("Accept-Ranges", "bytes".into()),
             ],
             body,
             close: false,

@@ -103,6 +103,10 @@ impl tiny_http::Handler for App {
                 };
                 catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
                     .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
+                    .for_range(
+                        request.header("Range"),
+                        request.header("If-Range").is_some(),
+                    )
             }
             Err(response) => response,
         };
@@ -195,12 +199,32 @@ fn into_tiny_http(response: Response) -> tiny_http::Response {
         Body::Empty => tiny_http::ResponseBody::Empty,
         Body::Bytes(bytes) => tiny_http::ResponseBody::Bytes(bytes),
         Body::Shared(bytes) => tiny_http::ResponseBody::Shared(bytes),
-        Body::File { file, length, tail } => {
-            tiny_http::ResponseBody::Stream(Box::new(FileBody { file, length, tail }))
+        Body::File {
+            file,
+            length,
+            tail,
+            range,
+        } => {
+            let (first, last) =
+                range.unwrap_or((0, (length + tail.len() as u64).saturating_sub(1)));
+            let empty = length + tail.len() as u64 == 0;
+            tiny_http::ResponseBody::Stream(Box::new(FileBody {
+                file,
+                file_length: length,
+                tail,
+                first,
+                count: if empty { 0 } else { last - first + 1 },
+            }))
         }
-        Body::Reader { reader, length } => {
-            tiny_http::ResponseBody::Stream(Box::new(ReaderBody { reader, length }))
-        }
+        Body::Reader {
+            reader,
+            length,
+            skip,
+        } => tiny_http::ResponseBody::Stream(Box::new(ReaderBody {
+            reader,
+            length,
+            skip,
+        })),
     };
     let mut out = tiny_http::Response::new(response.status, body);
     out.headers = response
@@ -212,16 +236,19 @@ fn into_tiny_http(response: Response) -> tiny_http::Response {
     out
 }
 
-/// `length` bytes of a file, then `tail` (the signature footer of a signed download).
+/// `count` bytes from `first` on of: `file_length` bytes of a file, then `tail` (the signature
+/// footer of a signed download). A range may start in the file and end in the tail.
 struct FileBody {
     file: File,
-    length: u64,
+    file_length: u64,
     tail: Vec<u8>,
+    first: u64,
+    count: u64,
 }
 
 impl tiny_http::StreamBody for FileBody {
     fn length(&self) -> u64 {
-        self.length + self.tail.len() as u64
+        self.count
     }
 
     /// The head, the file with sendfile(2) (no copy through user space; safe because package
@@ -232,19 +259,32 @@ impl tiny_http::StreamBody for FileBody {
         let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
         cork(1)?;
         let mut out = socket;
+        let end = self.first + self.count;
+        let file_length = self.file_length;
+        let in_file = self.first.min(file_length)..end.min(file_length);
+        let in_tail = (self.first.max(file_length) - file_length) as usize
+            ..(end.max(file_length) - file_length) as usize;
         let sent = out
             .write_all(head)
-            .and_then(|()| send_file(&self.file, self.length, socket))
-            .and_then(|()| out.write_all(&self.tail));
+            .and_then(|()| {
+                send_file(
+                    &self.file,
+                    in_file.start,
+                    in_file.end - in_file.start,
+                    socket,
+                )
+            })
+            .and_then(|()| out.write_all(self.tail.get(in_tail).unwrap_or(&[])));
         cork(0)?;
         sent
     }
 }
 
-/// `length` bytes from a reader, copied in 64 KiB pieces.
+/// `length` bytes from a reader after skipping `skip`, copied in 64 KiB pieces.
 struct ReaderBody {
     reader: Box<dyn Read + Send>,
     length: u64,
+    skip: u64,
 }
 
 impl tiny_http::StreamBody for ReaderBody {
@@ -255,6 +295,13 @@ impl tiny_http::StreamBody for ReaderBody {
     fn send(mut self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()> {
         let mut out = socket;
         out.write_all(head)?;
+        let skipped = io::copy(&mut (&mut self.reader).take(self.skip), &mut io::sink())?;
+        if skipped < self.skip {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the body is shorter than announced",
+            ));
+        }
         let copied = io::copy(&mut (&mut self.reader).take(self.length), &mut out)?;
         if copied < self.length {
             return Err(io::Error::new(
@@ -284,9 +331,10 @@ fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> i
     }
 }
 
-/// Send `length` bytes of `file`, from its start, with sendfile(2).
-fn send_file(file: &File, length: u64, socket: &TcpStream) -> io::Result<()> {
-    let mut offset: libc::off_t = 0;
+/// Send `length` bytes of `file` from `start`, with sendfile(2).
+fn send_file(file: &File, start: u64, length: u64, socket: &TcpStream) -> io::Result<()> {
+    let mut offset = libc::off_t::try_from(start)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
     let mut left = length;
     while left > 0 {
         let chunk = left.min(1 << 30) as usize;
