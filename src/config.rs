@@ -48,6 +48,13 @@ Options:
   --max-connections-per-client <n>
                                 Most HTTP connections open at once from one IPv4 address or
                                 IPv6 /64 (default: 64).
+  --tls-cert <pem>              Serve HTTPS with this certificate (chain) file ...
+  --tls-key <pem>               ... and this private key file.
+  --upload-token <token>        PUT /package/upload and POST /package/remove need
+                                'Authorization: Bearer <token>'.
+  --upload-token-file <file>    The same, with the token read from a file (kept out of
+                                process lists).
+  --log-requests                Print one console line per HTTP request.
   -h, --help                    Show this help.
   --version                     Show the version.
 ";
@@ -64,6 +71,18 @@ pub struct Args {
     pub create_config: bool,
     pub limits: LimitArgs,
     pub connections: ConnectionArgs,
+    pub http: HttpArgs,
+}
+
+/// Our HTTP extensions (TLS, the upload token, the request log), as given on the command
+/// line or in the config file.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HttpArgs {
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub upload_token: Option<String>,
+    pub upload_token_file: Option<PathBuf>,
+    pub log_requests: Option<bool>,
 }
 
 /// Connection limits given on the command line or in the config file.
@@ -138,6 +157,13 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
                 out.connections.max_connections_per_client =
                     Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
+            Long("tls-cert") => out.http.tls_certificate = Some(parser.value().map_err(e)?.into()),
+            Long("tls-key") => out.http.tls_key = Some(parser.value().map_err(e)?.into()),
+            Long("upload-token") => out.http.upload_token = Some(text(parser.value().map_err(e)?)?),
+            Long("upload-token-file") => {
+                out.http.upload_token_file = Some(parser.value().map_err(e)?.into())
+            }
+            Long("log-requests") => out.http.log_requests = Some(true),
             other => return Err(other.unexpected().to_string()),
         }
     }
@@ -195,6 +221,11 @@ pub struct Config {
     pub developer_verification: Option<TrustStore>,
     pub limits: Limits,
     pub connection_limits: ConnectionLimits,
+    /// HTTPS, when configured: the certificate file (for the console) and its acceptor.
+    pub tls: Option<(PathBuf, openssl::ssl::SslAcceptor)>,
+    /// The bearer token uploads and removals over HTTP need, when configured.
+    pub upload_token: Option<String>,
+    pub log_requests: bool,
 }
 
 /// The settings of `amps-config.yaml` (all optional).
@@ -207,6 +238,7 @@ pub struct FileSettings {
     pub developer_ca_certificates: Vec<PathBuf>,
     pub limits: LimitArgs,
     pub connections: ConnectionArgs,
+    pub http: HttpArgs,
     /// The file's body map, to keep settings we do not touch when writing it back.
     body: Vec<(String, Node)>,
 }
@@ -297,6 +329,13 @@ impl Config {
                 ConfigError::Startup(format!("could not load the developer CA certificates: {e}"))
             })?)
         };
+        let tls = load_tls(&args.http, &file.http, &in_data_dir)?;
+        let upload_token = load_upload_token(&args.http, &file.http, &in_data_dir)?;
+        let log_requests = args
+            .http
+            .log_requests
+            .or(file.http.log_requests)
+            .unwrap_or(false);
         // Only a configuration that loaded whole is written.
         if args.create_config {
             write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
@@ -310,8 +349,96 @@ impl Config {
             developer_verification,
             limits,
             connection_limits,
+            tls,
+            upload_token,
+            log_requests,
         })
     }
+}
+
+/// The TLS certificate and key (both or neither), loaded.
+fn load_tls(
+    args: &HttpArgs,
+    file: &HttpArgs,
+    in_data_dir: &dyn Fn(&PathBuf) -> PathBuf,
+) -> Result<Option<(PathBuf, openssl::ssl::SslAcceptor)>, ConfigError> {
+    let certificate = args
+        .tls_certificate
+        .clone()
+        .or(file.tls_certificate.as_ref().map(in_data_dir));
+    let key = args
+        .tls_key
+        .clone()
+        .or(file.tls_key.as_ref().map(in_data_dir));
+    match (certificate, key) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::Usage(
+            "--tls-cert: a TLS certificate without its key (--tls-key)".into(),
+        )),
+        (None, Some(_)) => Err(ConfigError::Usage(
+            "--tls-key: a TLS key without its certificate (--tls-cert)".into(),
+        )),
+        (Some(certificate), Some(key)) => crate::http::tls::acceptor(&certificate, &key)
+            .map(|acceptor| Some((certificate, acceptor)))
+            .map_err(|e| ConfigError::Startup(format!("could not load the TLS certificate: {e}"))),
+    }
+}
+
+/// The upload token: given, or read from its file (one line; surrounding white space is
+/// not part of it).
+fn load_upload_token(
+    args: &HttpArgs,
+    file: &HttpArgs,
+    in_data_dir: &dyn Fn(&PathBuf) -> PathBuf,
+) -> Result<Option<String>, ConfigError> {
+    let token = match (&args.upload_token, &args.upload_token_file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Usage(
+                "--upload-token and --upload-token-file: give only one".into(),
+            ));
+        }
+        (Some(token), None) => Some(("--upload-token", token.clone())),
+        (None, Some(path)) => Some(("--upload-token-file", read_token_file(path)?)),
+        (None, None) => match (&file.upload_token, &file.upload_token_file) {
+            (Some(token), _) => Some(("uploadToken", token.clone())),
+            (None, Some(path)) => Some(("uploadTokenFile", read_token_file(&in_data_dir(path))?)),
+            (None, None) => None,
+        },
+    };
+    let Some((source, token)) = token else {
+        return Ok(None);
+    };
+    check_token(&token)
+        .map(|()| Some(token))
+        .map_err(|why| ConfigError::Startup(format!("{source}: {why}")))
+}
+
+fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Startup(format!(
+            "could not read the upload token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(text.trim().to_string())
+}
+
+/// A bearer token as RFC 6750 has them (`token68`): letters, digits, `-._~+/`, then `=`s.
+fn check_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("the upload token is empty".into());
+    }
+    let body = token.trim_end_matches('=');
+    let valid = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    if !valid {
+        return Err(
+            "the upload token may hold only letters, digits and -._~+/ (then = signs)".into(),
+        );
+    }
+    Ok(())
 }
 
 fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
@@ -535,6 +662,17 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "maxConnectionsPerClient" => {
                 settings.connections.max_connections_per_client = Some(size()?)
             }
+            "tlsCertificate" => settings.http.tls_certificate = Some(non_empty()?.into()),
+            "tlsKey" => settings.http.tls_key = Some(non_empty()?.into()),
+            "uploadToken" => settings.http.upload_token = Some(string()?),
+            "uploadTokenFile" => settings.http.upload_token_file = Some(non_empty()?.into()),
+            "logRequests" => {
+                settings.http.log_requests = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| format!("'{key}' must be true or false"))?,
+                )
+            }
             other => return Err(format!("unknown field '{other}'")),
         }
     }
@@ -610,12 +748,35 @@ fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<()
     for (key, value) in numbers {
         set(key, value.map(number), None);
     }
+    let http = &args.http;
+    for (key, value) in [
+        ("tlsCertificate", &http.tls_certificate),
+        ("tlsKey", &http.tls_key),
+        ("uploadTokenFile", &http.upload_token_file),
+    ] {
+        set(key, value.as_ref().map(|p| path_node(&absolute(p))), None);
+    }
+    set(
+        "uploadToken",
+        http.upload_token.as_deref().map(string),
+        None,
+    );
+    set(
+        "logRequests",
+        http.log_requests.map(|on| Node::Scalar {
+            text: on.to_string(),
+            plain: true,
+        }),
+        None,
+    );
 
     let mut text =
         "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\n".to_string();
     emit_map_entries(&mut text, &body, 0);
-    // A password is for our eyes only.
-    let has_password = body.iter().any(|(k, _)| k == "storeSignPassword");
+    // A password or a token is for our eyes only.
+    let has_password = body
+        .iter()
+        .any(|(k, _)| k == "storeSignPassword" || k == "uploadToken");
     let mode = if has_password { 0o600 } else { 0o644 };
     crate::fsutil::write_atomically(path, |f| {
         use std::os::unix::fs::PermissionsExt;

@@ -156,6 +156,11 @@ impl Console {
         let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     }
 
+    /// A line of the request log, as it is but with control characters escaped.
+    pub fn request(&self, line: &str) {
+        self.write(&escape_controls(line));
+    }
+
     /// A line as it is, without colours.
     pub fn plain(&self, line: &str) {
         self.write(line);

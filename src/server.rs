@@ -6,7 +6,7 @@ code. Usage errors exit 1, start-up errors print `ERROR: <message>` and exit 2.
 use crate::config::{Command, Config, ConfigError, USAGE, parse_args};
 use crate::console::Console;
 use crate::http::routes::State;
-use crate::http::server::{ConnectionLimits, HttpServer};
+use crate::http::server::{ConnectionLimits, HttpOptions, HttpServer};
 use crate::scanner::{self, Scanner};
 use crate::store::{DirLock, Store};
 use std::ffi::OsString;
@@ -92,6 +92,10 @@ fn serve(config: Config) -> Result<(), String> {
         "Add store signature on download: {}",
         yes_no(signing)
     ));
+    let (tls_certificate, tls) = config.tls.unzip();
+    if let Some(certificate) = &tls_certificate {
+        console.heading(&format!("TLS: {}", certificate.display()));
+    }
     store.load_packages();
     let mut folders = scanner::Folders::default();
     folders.initial_scan(&store);
@@ -99,9 +103,15 @@ fn serve(config: Config) -> Result<(), String> {
     let state = Arc::new(State {
         store: store.clone(),
         project_id: config.project_id,
+        upload_token: config.upload_token,
     });
     let connection_limits = fit_to_file_limit(config.connection_limits, &console);
-    let http = HttpServer::start(listener, connection_limits, state, console)?;
+    let options = HttpOptions {
+        limits: connection_limits,
+        tls,
+        log_requests: config.log_requests,
+    };
+    let http = HttpServer::start(listener, options, state, console)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));
     let scanner = Scanner::start(store.clone(), folders)?;
 

@@ -116,6 +116,14 @@ impl Node {
         }
     }
 
+    /// A boolean scalar as Qt types it, else `None`.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self.qt_value()? {
+            QtValue::Bool(v) => Some(v),
+            _ => None,
+        }
+    }
+
     /// An integer scalar as Qt types it (any of the integer types), else `None`.
     pub fn as_integer(&self) -> Option<i128> {
         match self.qt_value()? {

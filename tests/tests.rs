@@ -7,6 +7,7 @@ mod chroot;
 mod dropin;
 mod files;
 mod hostile;
+mod http;
 mod packager;
 mod readme;
 mod robustness;

@@ -83,6 +83,13 @@ impl Certificates {
     pub fn store_p12(&self) -> PathBuf {
         self.dir.join("store.p12")
     }
+    /// A TLS server certificate for localhost and 127.0.0.1, issued by `ca()`, and its key.
+    pub fn tls_cert(&self) -> PathBuf {
+        self.dir.join("tls.crt")
+    }
+    pub fn tls_key(&self) -> PathBuf {
+        self.dir.join("tls.key")
+    }
     pub fn other_p12(&self) -> PathBuf {
         self.dir.join("other.p12")
     }
@@ -103,6 +110,9 @@ impl Certificates {
         write("dev.p12", p12(&dev, &dev_key, &[&devca]));
         write("store.p12", p12(&store, &store_key, &[]));
         write("other.p12", p12(&other, &other_key, &[]));
+        let (tls, tls_key) = tls_certificate(&ca, &ca_key);
+        write("tls.crt", tls.to_pem().unwrap());
+        write("tls.key", tls_key.private_key_to_pem_pkcs8().unwrap());
         Certificates {
             dir: dir.to_path_buf(),
         }
@@ -168,6 +178,42 @@ fn certificate(
         }
     }
     // Backdate a little against clock skew between signing and verifying.
+    (builder.build(), key)
+}
+
+/// A TLS server certificate for `localhost` and `127.0.0.1`, issued by `ca`.
+fn tls_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
+    use openssl::x509::extension::{ExtendedKeyUsage, SubjectAlternativeName};
+    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", "localhost").unwrap();
+    let subject = subject.build();
+    let mut builder = X509::builder().unwrap();
+    builder.set_version(2).unwrap();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    builder
+        .set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    builder.set_subject_name(&subject).unwrap();
+    builder.set_issuer_name(ca.subject_name()).unwrap();
+    builder.set_pubkey(&key).unwrap();
+    builder
+        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    builder
+        .set_not_after(&Asn1Time::days_from_now(3650).unwrap())
+        .unwrap();
+    let names = SubjectAlternativeName::new()
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&builder.x509v3_context(Some(ca), None))
+        .unwrap();
+    builder.append_extension(names).unwrap();
+    builder
+        .append_extension(ExtendedKeyUsage::new().server_auth().build().unwrap())
+        .unwrap();
+    builder.sign(ca_key, MessageDigest::sha256()).unwrap();
     (builder.build(), key)
 }
 

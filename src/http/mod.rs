@@ -4,8 +4,10 @@ without sockets), and the server that feeds them from tiny_http's connection thr
 (`server`).
 */
 
+pub mod conditional;
 pub mod routes;
 pub mod server;
+pub mod tls;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -94,7 +96,19 @@ pub struct Request<'a> {
     pub content_length: Option<u64>,
     /// The client's address (`None` in tests without a socket).
     pub client: Option<std::net::SocketAddr>,
+    pub headers: RequestHeaders,
     pub body: &'a mut dyn Read,
+}
+
+/// The request header fields the server acts on (each the first of its name, except
+/// `If-None-Match`, whose fields are joined as one list).
+#[derive(Debug, Default, Clone)]
+pub struct RequestHeaders {
+    pub range: Option<String>,
+    pub if_range: Option<String>,
+    pub if_none_match: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub authorization: Option<String>,
 }
 
 impl Request<'_> {
@@ -133,7 +147,7 @@ impl Body {
     }
 
     /// Only the bytes `first..=last` of this (whole) body.
-    fn slice(self, first: u64, last: u64) -> Body {
+    pub(crate) fn slice(self, first: u64, last: u64) -> Body {
         let bytes = |b: &[u8]| b[first as usize..=last as usize].to_vec();
         match self {
             Body::Empty => Body::Empty,
@@ -151,83 +165,6 @@ impl Body {
                 length,
                 tail,
                 range: Some((first, last)),
-            },
-        }
-    }
-}
-
-/// What a `Range` header asks of a body of `total` bytes (RFC 9110 14.2).
-#[derive(Debug, PartialEq, Eq)]
-pub enum RangeRequest {
-    /// No range, or one we answer with the whole body (several ranges, a malformed header).
-    Whole,
-    /// Bytes `first..=last`.
-    Part(u64, u64),
-    /// Nothing of the body can be given: 416.
-    Unsatisfiable,
-}
-
-/// Read a `Range` header for a body of `total` bytes: a single `bytes=a-b`, `bytes=a-` or
-/// `bytes=-n`; anything else is answered with the whole body, as RFC 9110 allows.
-pub fn parse_range(header: &str, total: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Whole;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Whole;
-    }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let number = |t: &str| -> Option<u64> {
-        (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| t.parse().ok())
-            .flatten()
-    };
-    match (first.trim(), last.trim()) {
-        ("", suffix) => match number(suffix) {
-            Some(0) => RangeRequest::Unsatisfiable,
-            Some(_) if total == 0 => RangeRequest::Unsatisfiable,
-            Some(n) => RangeRequest::Part(total.saturating_sub(n), total - 1),
-            None => RangeRequest::Whole,
-        },
-        (first, last) => match (number(first), last) {
-            (Some(a), _) if a >= total => RangeRequest::Unsatisfiable,
-            (Some(a), "") => RangeRequest::Part(a, total - 1),
-            (Some(a), last) => match number(last) {
-                Some(b) if b >= a => RangeRequest::Part(a, b.min(total - 1)),
-                _ => RangeRequest::Whole,
-            },
-            (None, _) => RangeRequest::Whole,
-        },
-    }
-}
-
-impl Response {
-    /// This answer for a request with `range` (and `if_range`): 206 with `Content-Range` for
-    /// one satisfiable range of a 200 answer that accepts ranges, 416 for an unsatisfiable
-    /// one, else unchanged. With `If-Range`, which we cannot evaluate yet, the whole body.
-    pub fn for_range(mut self, range: Option<&str>, if_range: bool) -> Response {
-        let accepts = self
-            .headers
-            .iter()
-            .any(|(n, v)| *n == "Accept-Ranges" && v == "bytes");
-        let (Some(range), true, 200, false) = (range, accepts, self.status, if_range) else {
-            return self;
-        };
-        let total = self.body.length();
-        match parse_range(range, total) {
-            RangeRequest::Whole => self,
-            RangeRequest::Part(first, last) => {
-                self.status = 206;
-                self.body = self.body.slice(first, last);
-                self.with_header("Content-Range", format!("bytes {first}-{last}/{total}"))
-            }
-            RangeRequest::Unsatisfiable => Response {
-                status: 416,
-                headers: vec![("Content-Range", format!("bytes */{total}"))],
-                body: Body::Empty,
-                close: false,
             },
         }
     }
@@ -261,6 +198,8 @@ pub struct Response {
     pub body: Body,
     /// Close the connection after this answer (the request's body was broken or unread).
     pub close: bool,
+    /// What the request log adds to this answer's line (a download's package and device).
+    pub log_note: Option<String>,
 }
 
 impl Response {
@@ -274,6 +213,7 @@ impl Response {
             headers: vec![("Content-Type", "application/json".into())],
             body,
             close: false,
+            log_note: None,
         }
     }
 
@@ -283,6 +223,7 @@ impl Response {
             headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
             body: Body::Bytes(format!("{message}\n").into_bytes()),
             close: false,
+            log_note: None,
         }
     }
 
@@ -293,6 +234,7 @@ impl Response {
             headers: Vec::new(),
             body: Body::Empty,
             close: false,
+            log_note: None,
         }
     }
 
@@ -305,32 +247,5 @@ impl Response {
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges_follow_rfc_9110() {
-        use RangeRequest::*;
-        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 9));
-        assert_eq!(parse_range("bytes=90-", 100), Part(90, 99));
-        assert_eq!(parse_range("bytes=-10", 100), Part(90, 99));
-        assert_eq!(parse_range("bytes=-200", 100), Part(0, 99));
-        assert_eq!(parse_range("bytes=50-500", 100), Part(50, 99));
-        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
-        for whole in [
-            "bytes=0-1,5-6",
-            "bytes=5-1",
-            "items=0-1",
-            "bytes=x-",
-            "bytes=-",
-        ] {
-            assert_eq!(parse_range(whole, 100), Whole, "{whole}");
-        }
     }
 }

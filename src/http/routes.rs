@@ -3,10 +3,13 @@ The REST API of SPEC.md as plain functions: one `match` on the path picks the ha
 path with a method it does not take answers 405 with `Allow`, anything else 404.
 */
 
+use super::conditional::Validators;
 use super::{Body, Method, Request, Response};
 use crate::console::Event;
 use crate::fsutil::TempFile;
 use crate::package::WRONG_FILE_TYPE;
+use crate::package::digest::to_hex;
+use crate::store::index::content_etag;
 use crate::store::index::{Entry, Icon, ListQuery};
 use crate::store::{InstallError, Store};
 use serde_json::json;
@@ -17,6 +20,8 @@ use std::sync::Arc;
 pub struct State {
     pub store: Arc<Store>,
     pub project_id: String,
+    /// The bearer token uploads and removals need, when set.
+    pub upload_token: Option<String>,
 }
 
 /// A route's handler.
@@ -61,7 +66,57 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
             .with_header("Allow", allow.join(", "))
             .closing();
     }
+    if matches!(request.method, Method::Put | Method::Post)
+        && matches!(request.path.as_str(), "/package/upload" | "/package/remove")
+        && let Some(token) = &state.upload_token
+        && !authorized(request, token)
+    {
+        return unauthorized(request, state);
+    }
     handler(request, state)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
+fn authorized(request: &Request<'_>, token: &str) -> bool {
+    let Some(value) = &request.headers.authorization else {
+        return false;
+    };
+    let Some((scheme, given)) = value.trim().split_once(' ') else {
+        return false;
+    };
+    // Hashes of equal length: neither the bytes nor the length of the token leak by timing.
+    let (given, expected) = (
+        openssl::sha::sha256(given.trim().as_bytes()),
+        openssl::sha::sha256(token.as_bytes()),
+    );
+    scheme.eq_ignore_ascii_case("Bearer") && openssl::memcmp::eq(&given, &expected)
+}
+
+/// 401 with the fail JSON, said on the console as a failed upload or removal is; the
+/// connection closes when the body was not read (an upload).
+fn unauthorized(request: &Request<'_>, state: &State) -> Response {
+    let message = match &request.headers.authorization {
+        None => "this server needs an upload token: send 'Authorization: Bearer <token>'",
+        Some(_) => "the upload token is wrong",
+    };
+    let (heading, what) = match request.method {
+        Method::Put => ("Upload via HTTP:", "upload"),
+        _ => ("Remove via HTTP:", "removal"),
+    };
+    let file = match request.client {
+        Some(client) => format!("{what} from {client}"),
+        None => what.to_string(),
+    };
+    state.store.report(
+        heading,
+        &[Event::Failed {
+            file,
+            reason: message.to_string(),
+        }],
+    );
+    let mut response = Response::json(&json!({ "status": "fail", "message": message }));
+    response.status = 401;
+    response.with_header("WWW-Authenticate", "Bearer realm=\"appman-package-server\"")
 }
 
 fn hello(request: &mut Request<'_>, state: &State) -> Response {
@@ -79,13 +134,28 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
     };
-    let json = state.store.list_json(&query);
-    Response::json_body(Body::Shared(json))
+    let answer = state.store.list_json(&query);
+    let validators = Validators {
+        etag: answer.etag,
+        last_modified: None,
+    };
+    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
+        return not_modified;
+    }
+    validators.apply(Response::json_body(Body::Shared(answer.json)))
 }
 
-fn category_list(_: &mut Request<'_>, state: &State) -> Response {
+fn category_list(request: &mut Request<'_>, state: &State) -> Response {
     let categories = state.store.index().categories();
-    Response::json(&json!(categories))
+    let json = json!(categories).to_string().into_bytes();
+    let validators = Validators {
+        etag: content_etag(&json),
+        last_modified: None,
+    };
+    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
+        return not_modified;
+    }
+    validators.apply(Response::json_body(Body::Bytes(json)))
 }
 
 /// The package `id`/`architecture` select (see `Index::select`).
@@ -101,6 +171,16 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
     let Some(entry) = selected(request, state) else {
         return Response::not_found();
     };
+    if let Icon::None = entry.icon {
+        return Response::not_found();
+    }
+    let validators = Validators {
+        etag: format!("\"{}-icon\"", to_hex(&entry.info.sha1)),
+        last_modified: Some(entry.modified),
+    };
+    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
+        return not_modified;
+    }
     let body = match &entry.icon {
         Icon::None => return Response::not_found(),
         Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
@@ -116,7 +196,7 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
             }
         },
     };
-    Response {
+    validators.apply(Response {
         status: 200,
         headers: vec![
             ("Content-Type", "image/png".into()),
@@ -124,7 +204,8 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
         ],
         body,
         close: false,
-    }
+        log_note: None,
+    })
 }
 
 fn package_download(request: &mut Request<'_>, state: &State) -> Response {
@@ -134,6 +215,20 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
             return Response::not_found();
         };
         let attachment = format!("attachment; filename=\"{}\"", entry.file_name());
+        let hardware_id = request.param("hardware-id").unwrap_or("");
+        let validators = match &state.store.signer {
+            None => Validators {
+                etag: format!("\"{}\"", to_hex(&entry.info.sha1)),
+                last_modified: Some(entry.modified),
+            },
+            Some(signer) => Validators {
+                etag: signer.etag(&entry, hardware_id),
+                last_modified: Some(signer.last_modified(&entry)),
+            },
+        };
+        if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
+            return not_modified;
+        }
         let body = match &state.store.signer {
             None => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
                 Ok((length, file)) => Body::File {
@@ -149,27 +244,24 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                 }
                 Err(e) => return download_failed(state, &entry, &e.to_string()),
             },
-            Some(signer) => {
-                let hardware_id = request.param("hardware-id").unwrap_or("");
-                match signer.sign(&entry, hardware_id) {
-                    Ok(signed) => Body::File {
-                        file: signed.body,
-                        length: signed.body_length,
-                        tail: signed.tail,
-                        range: None,
-                    },
-                    Err(_) if state.store.forget_if_gone(&entry) => continue,
-                    Err(reason) => {
-                        return download_failed(
-                            state,
-                            &entry,
-                            &format!("store signing failed: {reason}"),
-                        );
-                    }
+            Some(signer) => match signer.sign(&entry, hardware_id) {
+                Ok(signed) => Body::File {
+                    file: signed.body,
+                    length: signed.body_length,
+                    tail: signed.tail,
+                    range: None,
+                },
+                Err(_) if state.store.forget_if_gone(&entry) => continue,
+                Err(reason) => {
+                    return download_failed(
+                        state,
+                        &entry,
+                        &format!("store signing failed: {reason}"),
+                    );
                 }
-            }
+            },
         };
-        return Response {
+        return validators.apply(Response {
             status: 200,
             headers: vec![
                 ("Content-Type", "application/octet-stream".into()),
@@ -178,7 +270,16 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
             ],
             body,
             close: false,
-        };
+            log_note: Some(format!(
+                "package {} hardware-id {}",
+                entry.file_name(),
+                if hardware_id.is_empty() {
+                    "-"
+                } else {
+                    hardware_id
+                }
+            )),
+        });
     }
     Response::not_found()
 }

@@ -11,7 +11,7 @@ becomes a 500 for that request only.
 */
 
 use super::routes::{State, handle};
-use super::{Body, Method, Request, Response};
+use super::{Body, Method, Request, RequestHeaders, Response};
 use crate::console::Console;
 use std::collections::HashMap;
 use std::fs::File;
@@ -46,28 +46,41 @@ impl Default for ConnectionLimits {
     }
 }
 
+/// How the HTTP server runs.
+pub struct HttpOptions {
+    pub limits: ConnectionLimits,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<openssl::ssl::SslAcceptor>,
+    /// One console line per request.
+    pub log_requests: bool,
+}
+
 pub struct HttpServer {
     server: tiny_http::Server,
     pub local_addr: SocketAddr,
 }
 
 impl HttpServer {
-    /// Serve `listener`.
+    /// Serve `listener` as `options` say.
     pub fn start(
         listener: TcpListener,
-        limits: ConnectionLimits,
+        options: HttpOptions,
         state: Arc<State>,
         console: Console,
     ) -> Result<HttpServer, String> {
         let config = tiny_http::ServerConfig {
-            max_connections: limits.max_connections,
-            max_connections_per_client: limits.max_connections_per_client,
+            max_connections: options.limits.max_connections,
+            max_connections_per_client: options.limits.max_connections_per_client,
+            tls: options
+                .tls
+                .map(|acceptor| tiny_http::Tls(Arc::new(acceptor))),
             ..tiny_http::ServerConfig::default()
         };
         let app = Arc::new(App {
             state,
             console,
             refusals: Mutex::default(),
+            log_requests: options.log_requests,
         });
         let server = tiny_http::Server::start(listener, config, app)
             .map_err(|e| format!("could not start the HTTP server: {e}"))?;
@@ -87,30 +100,60 @@ struct App {
     console: Console,
     /// When each client that hit a limit was last named on the console.
     refusals: Mutex<HashMap<IpAddr, Instant>>,
+    log_requests: bool,
 }
 
 impl tiny_http::Handler for App {
     fn handle(&self, request: &mut tiny_http::Request<'_>) -> tiny_http::Response {
+        let started = (Instant::now(), std::time::SystemTime::now());
         let response = match read_parameters(request) {
             Ok((method, path, params)) => {
+                let headers = request_headers(request);
                 let mut ours = Request {
                     method,
                     path,
                     params,
                     content_length: request.body_length(),
                     client: Some(request.remote_addr()),
+                    headers,
                     body: request.as_reader(),
                 };
-                catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
-                    .unwrap_or_else(|_| Response::status(500, "Internal Server Error"))
-                    .for_range(
-                        request.header("Range"),
-                        request.header("If-Range").is_some(),
-                    )
+                let response = catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
+                    .unwrap_or_else(|_| Response::status(500, "Internal Server Error"));
+                response.for_range(&ours.headers)
             }
             Err(response) => response,
         };
-        into_tiny_http(response)
+        let log_line = self.log_requests.then(|| {
+            let mut line = format!(
+                "{} {} {} {}",
+                iso8601_utc_millis(started.1),
+                request.remote_addr(),
+                request.method(),
+                request.url()
+            );
+            let note = response.log_note.clone();
+            let status = response.status;
+            let console = self.console;
+            move |sent: tiny_http::Sent| {
+                let elapsed = started.0.elapsed().as_secs_f64() * 1000.0;
+                line.push_str(&format!(" {status} {} bytes", sent.body_bytes));
+                if !sent.complete {
+                    line.push_str(" (cut off)");
+                }
+                line.push_str(&format!(" {elapsed:.1} ms"));
+                if let Some(note) = note {
+                    line.push(' ');
+                    line.push_str(&note);
+                }
+                console.request(&line);
+            }
+        });
+        let mut out = into_tiny_http(response);
+        if let Some(log) = log_line {
+            out.on_sent = Some(Box::new(log));
+        }
+        out
     }
 
     fn refused(&self, client: IpAddr, limit: tiny_http::Limit) {
@@ -140,6 +183,51 @@ impl tiny_http::Handler for App {
             ),
         };
         self.console.heading(&line);
+    }
+}
+
+/// `time` as ISO 8601 in UTC with milliseconds: `2026-12-01T11:05:50.123Z`.
+pub fn iso8601_utc_millis(time: std::time::SystemTime) -> String {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seconds = since.as_secs();
+    let (days, of_day) = ((seconds / 86_400) as i64, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// The header fields our routes act on.
+fn request_headers(request: &tiny_http::Request<'_>) -> RequestHeaders {
+    let header = |name: &str| request.header(name).map(str::to_string);
+    let if_none_match: Vec<&str> = request
+        .headers()
+        .iter()
+        .filter(|h| h.is("If-None-Match"))
+        .map(|h| h.value.as_str())
+        .collect();
+    RequestHeaders {
+        range: header("Range"),
+        if_range: header("If-Range"),
+        if_none_match: (!if_none_match.is_empty()).then(|| if_none_match.join(", ")),
+        if_modified_since: header("If-Modified-Since"),
+        authorization: header("Authorization"),
     }
 }
 
@@ -255,16 +343,23 @@ impl tiny_http::StreamBody for FileBody {
     /// files are never changed in place, only replaced), then the tail. The socket is corked
     /// meanwhile (as nginx's `tcp_nopush`): with `TCP_NODELAY` alone, the head and every
     /// pushed piece may leave as small segments.
-    fn send(self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()> {
-        let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
-        cork(1)?;
-        let mut out = socket;
+    fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
         let end = self.first + self.count;
         let file_length = self.file_length;
         let in_file = self.first.min(file_length)..end.min(file_length);
         let in_tail = (self.first.max(file_length) - file_length) as usize
             ..(end.max(file_length) - file_length) as usize;
-        let sent = out
+        let tail = self.tail.get(in_tail).unwrap_or(&[]);
+        let Some(socket) = out.plain_socket() else {
+            // TLS: the bytes must pass through user space to be encrypted.
+            out.write_all(head)?;
+            copy_file(&self.file, in_file.start, in_file.end - in_file.start, out)?;
+            return out.write_all(tail);
+        };
+        let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
+        cork(1)?;
+        let mut plain = socket;
+        let sent = plain
             .write_all(head)
             .and_then(|()| {
                 send_file(
@@ -274,7 +369,7 @@ impl tiny_http::StreamBody for FileBody {
                     socket,
                 )
             })
-            .and_then(|()| out.write_all(self.tail.get(in_tail).unwrap_or(&[])));
+            .and_then(|()| plain.write_all(tail));
         cork(0)?;
         sent
     }
@@ -292,8 +387,7 @@ impl tiny_http::StreamBody for ReaderBody {
         self.length
     }
 
-    fn send(mut self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()> {
-        let mut out = socket;
+    fn send(mut self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
         out.write_all(head)?;
         let skipped = io::copy(&mut (&mut self.reader).take(self.skip), &mut io::sink())?;
         if skipped < self.skip {
@@ -302,7 +396,7 @@ impl tiny_http::StreamBody for ReaderBody {
                 "the body is shorter than announced",
             ));
         }
-        let copied = io::copy(&mut (&mut self.reader).take(self.length), &mut out)?;
+        let copied = io::copy(&mut (&mut self.reader).take(self.length), out)?;
         if copied < self.length {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -329,6 +423,34 @@ fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> i
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Blocks of a file copied through user space (TLS): large, so that a TLS record is always
+/// full and system calls are few.
+const COPY_BLOCK: usize = 256 * 1024;
+
+/// Write `length` bytes of `file` from `start` to `out`, in `COPY_BLOCK`s read with pread.
+fn copy_file(file: &File, start: u64, length: u64, out: &mut impl Write) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; COPY_BLOCK.min(length as usize)];
+    let (mut offset, end) = (start, start + length);
+    while offset < end {
+        let want = (end - offset).min(buffer.len() as u64) as usize;
+        let n = match file.read_at(&mut buffer[..want], offset) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than announced",
+                ));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        out.write_all(&buffer[..n])?;
+        offset += n as u64;
+    }
+    Ok(())
 }
 
 /// Send `length` bytes of `file` from `start`, with sendfile(2).
@@ -358,4 +480,24 @@ fn send_file(file: &File, start: u64, length: u64, socket: &TcpStream) -> io::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn formats_iso_8601_utc() {
+        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+        assert_eq!(iso8601_utc_millis(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            iso8601_utc_millis(at(1_796_123_150, 7)),
+            "2026-12-01T11:05:50.007Z"
+        );
+        assert_eq!(
+            iso8601_utc_millis(at(951_825_600, 999)),
+            "2000-02-29T12:00:00.999Z"
+        );
+    }
 }

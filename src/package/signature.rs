@@ -101,6 +101,22 @@ impl SigningKey {
         })
     }
 
+    /// SHA-256 of the signing certificate (DER): what tells one signing identity from another.
+    pub fn certificate_sha256(&self) -> [u8; 32] {
+        let der = self.certificate.to_der().unwrap_or_default();
+        openssl::sha::sha256(&der)
+    }
+
+    /// When the signing certificate became valid (its `notBefore`), or the epoch when that
+    /// cannot be read.
+    pub fn certificate_not_before(&self) -> std::time::SystemTime {
+        let seconds = openssl::asn1::Asn1Time::from_unix(0)
+            .and_then(|epoch| epoch.diff(self.certificate.not_before()))
+            .map(|d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+            .unwrap_or(0);
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64)
+    }
+
     /// A DER PKCS#7 detached signature over `content`, without signed attributes
     /// (`PKCS7_NOATTR`): no signing time, so the same key and content always give the same
     /// bytes (RSA PKCS#1 v1.5 is deterministic). The real installer and `appman-packager

@@ -46,13 +46,21 @@ pub struct Entry {
     pub path: PathBuf,
     /// The file's inode when it was verified: a download checks it still has that file.
     pub inode: u64,
+    /// The file's modification time when it was verified (`Last-Modified` of downloads).
+    pub modified: std::time::SystemTime,
     /// The store-signing body (a gzip member of the tar stream without its end), once built.
     pub signing_body: Mutex<Option<PathBuf>>,
 }
 
 impl Entry {
-    /// An entry for the verified package `info` stored at `path` (inode `inode`).
-    pub fn new(mut info: PackageInfo, path: PathBuf, inode: u64) -> Entry {
+    /// An entry for the verified package `info` stored at `path`, whose file has `inode` and
+    /// was last modified at `modified`.
+    pub fn new(
+        mut info: PackageInfo,
+        path: PathBuf,
+        inode: u64,
+        modified: std::time::SystemTime,
+    ) -> Entry {
         let icon = match info.icon.take() {
             None => Icon::None,
             Some(bytes) if bytes.len() <= MAX_ICON_IN_MEMORY => Icon::InMemory(Arc::new(bytes)),
@@ -69,6 +77,7 @@ impl Entry {
             icon,
             path,
             inode,
+            modified,
             signing_body: Mutex::new(None),
         }
     }
@@ -102,6 +111,31 @@ pub fn file_name(id: &str, arch: &str) -> String {
     format!("{id}_{arch}.ampkg")
 }
 
+/// An answer of `/package/list`: its JSON and the strong `ETag` derived from it (so equal
+/// answers have equal tags, also across restarts).
+#[derive(Clone)]
+pub struct ListAnswer {
+    pub json: Arc<Vec<u8>>,
+    pub etag: String,
+}
+
+impl ListAnswer {
+    pub fn new(json: Vec<u8>) -> ListAnswer {
+        ListAnswer {
+            etag: content_etag(&json),
+            json: Arc::new(json),
+        }
+    }
+}
+
+/// A strong entity tag for `bytes`: a quoted SHA-1 of them.
+pub fn content_etag(bytes: &[u8]) -> String {
+    format!(
+        "\"{}\"",
+        crate::package::digest::to_hex(&openssl::sha::sha1(bytes))
+    )
+}
+
 /// Filters of `/package/list`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListQuery {
@@ -113,7 +147,7 @@ pub struct ListQuery {
 #[derive(Default)]
 pub struct Index {
     packages: BTreeMap<(String, String), Arc<Entry>>,
-    list_cache: HashMap<ListQuery, Arc<Vec<u8>>>,
+    list_cache: HashMap<ListQuery, ListAnswer>,
     /// Bytes of the answers in `list_cache`.
     list_cache_bytes: usize,
     /// Counts changes, so an answer built from an older state is not cached.
@@ -198,27 +232,28 @@ impl Index {
     }
 
     /// A cached answer for `query`.
-    pub fn cached_list(&self, query: &ListQuery) -> Option<Arc<Vec<u8>>> {
+    pub fn cached_list(&self, query: &ListQuery) -> Option<ListAnswer> {
         self.list_cache.get(query).cloned()
     }
 
     /// Cache `json`, the answer for `query` built at `generation`, if that is still the
     /// current state; older answers make room when the cache would exceed its bytes.
-    pub fn cache_list(&mut self, query: &ListQuery, json: Arc<Vec<u8>>, generation: u64) {
-        if generation != self.generation || json.len() > LIST_CACHE_BYTES {
+    pub fn cache_list(&mut self, query: &ListQuery, answer: ListAnswer, generation: u64) {
+        let length = answer.json.len();
+        if generation != self.generation || length > LIST_CACHE_BYTES {
             return;
         }
-        while self.list_cache_bytes + json.len() > LIST_CACHE_BYTES {
+        while self.list_cache_bytes + length > LIST_CACHE_BYTES {
             let Some(key) = self.list_cache.keys().next().cloned() else {
                 break;
             };
             if let Some(old) = self.list_cache.remove(&key) {
-                self.list_cache_bytes -= old.len();
+                self.list_cache_bytes -= old.json.len();
             }
         }
-        self.list_cache_bytes += json.len();
-        if let Some(old) = self.list_cache.insert(query.clone(), json) {
-            self.list_cache_bytes -= old.len();
+        self.list_cache_bytes += length;
+        if let Some(old) = self.list_cache.insert(query.clone(), answer) {
+            self.list_cache_bytes -= old.json.len();
         }
     }
 

@@ -308,7 +308,7 @@ impl Store {
 
     /// The JSON answer of `/package/list` for `query`: from the cache, or built outside the
     /// index lock, one at a time.
-    pub fn list_json(&self, query: &index::ListQuery) -> Arc<Vec<u8>> {
+    pub fn list_json(&self, query: &index::ListQuery) -> index::ListAnswer {
         if let Some(json) = self.index().cached_list(query) {
             return json;
         }
@@ -324,9 +324,9 @@ impl Store {
             }
             (index.list_entries(query), index.generation())
         };
-        let json = Arc::new(index::list_json(&entries));
-        self.index().cache_list(query, json.clone(), generation);
-        json
+        let answer = index::ListAnswer::new(index::list_json(&entries));
+        self.index().cache_list(query, answer.clone(), generation);
+        answer
     }
 
     fn mutation(&self) -> MutexGuard<'_, ()> {
@@ -384,8 +384,10 @@ impl Store {
                 display_name(path)
             ));
         }
-        let inode = file.metadata().map(|m| m.ino()).unwrap_or(0);
-        Ok(new_entry(info, path.to_path_buf(), inode))
+        let metadata = file
+            .metadata()
+            .map_err(|e| format!("could not read {}: {e}", display_name(path)))?;
+        Ok(new_entry(info, path.to_path_buf(), &metadata))
     }
 
     /// Read and check a package: format, digest, and (when configured) the developer
@@ -474,9 +476,9 @@ impl Store {
         file.file()
             .set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(store_error)?;
-        let inode = file.file().metadata().map_err(store_error)?.ino();
+        let metadata = file.file().metadata().map_err(store_error)?;
         file.persist(&destination).map_err(store_error)?;
-        let entry = Arc::new(new_entry(info, destination, inode));
+        let entry = Arc::new(new_entry(info, destination, &metadata));
         let warning = device_warning(&entry);
         if let Some(signer) = &self.signer {
             signer.prepare(entry.clone());
@@ -634,8 +636,9 @@ fn open_regular(path: &Path) -> Result<File, String> {
     Ok(file)
 }
 
-fn new_entry(info: PackageInfo, path: PathBuf, inode: u64) -> Entry {
-    Entry::new(info, path, inode)
+fn new_entry(info: PackageInfo, path: PathBuf, metadata: &fs::Metadata) -> Entry {
+    let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
+    Entry::new(info, path, metadata.ino(), modified)
 }
 
 /// Run `verify` over `files` on all cores, results in the same order.

@@ -13,6 +13,7 @@ signature plus a few hundred bytes of gzip.
 use super::index::Entry;
 use crate::fsutil::TempFile;
 use crate::package::Limits;
+use crate::package::digest::to_hex;
 use crate::package::signature::{SigningKey, store_content};
 use crate::package::writer::{
     END_OF_ARCHIVE, SignatureKind, copy_entries, footer_entry, signature_footer_text,
@@ -26,6 +27,9 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 
 /// A signed download: `body_length` bytes of the cached body file, then `tail`.
+/// Changes whenever the layout of signed downloads changes, so their `ETag`s do too.
+const SIGNED_DOWNLOAD_FORMAT: &[u8] = b"amps-signed-1\0";
+
 pub struct SignedDownload {
     pub body: File,
     pub body_length: u64,
@@ -72,6 +76,27 @@ impl StoreSigner {
         {
             let _ = sender.send(entry);
         }
+    }
+
+    /// The strong `ETag` of `entry` store-signed for `hardware_id`: its SHA-1, then a hash of
+    /// the signing certificate and the hardware id (the signed bytes depend on exactly these,
+    /// since signatures are deterministic).
+    pub fn etag(&self, entry: &Entry, hardware_id: &str) -> String {
+        let mut hasher = openssl::sha::Sha1::new();
+        hasher.update(SIGNED_DOWNLOAD_FORMAT);
+        hasher.update(&self.key.certificate_sha256());
+        hasher.update(hardware_id.as_bytes());
+        format!(
+            "\"{}-{}\"",
+            to_hex(&entry.info.sha1),
+            to_hex(&hasher.finish())
+        )
+    }
+
+    /// `Last-Modified` of a signed download of `entry`: the later of the package's time and
+    /// the signing certificate's `notBefore` (a new certificate makes older copies stale).
+    pub fn last_modified(&self, entry: &Entry) -> std::time::SystemTime {
+        entry.modified.max(self.key.certificate_not_before())
     }
 
     /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).

@@ -11,10 +11,10 @@ use crate::body::BodyReader;
 use crate::common::{HTTPVersion, Header, Method};
 use crate::head::{RequestHead, read_head};
 use crate::response::{Response, write_response};
-use crate::stream::TimedStream;
+use crate::transport::{Tls, Transport};
 use crate::{Handler, Timeouts};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ const READ_BUFFER: usize = 8 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
-type Reader = BufReader<TimedStream>;
+type Reader = BufReader<Transport>;
 
 /// A request as the handler sees it: its head, the client, and its body as a `Read`.
 pub struct Request<'a> {
@@ -107,13 +107,16 @@ impl Read for Request<'_> {
             self.body_started = true;
             if self.continue_pending && !self.body.is_done() {
                 self.continue_pending = false;
-                let mut socket = self.body.inner().get_ref().socket();
-                socket.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+                self.body
+                    .inner_mut()
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             }
             let t = self.timeouts;
             self.body
                 .inner_mut()
                 .get_mut()
+                .timed_mut()
                 .set_min_rate(t.body_min_rate, t.body_grace);
         }
         self.body.read(buf)
@@ -123,7 +126,7 @@ impl Read for Request<'_> {
 /// A short answer, written before closing a connection whose request could not be read.
 fn refuse(reader: &mut Reader, status: u16) {
     let response = Response::closing(status);
-    if write_response(reader.get_ref().socket(), response, false, true).is_ok() {
+    if write_response(reader.get_mut(), response, false, true).is_ok() {
         linger(reader);
     }
 }
@@ -135,6 +138,8 @@ pub(crate) struct Limits<'a> {
     pub max_requests: usize,
     /// Set when the server stops: the connection closes after its current answer.
     pub stopping: &'a AtomicBool,
+    /// Serve HTTPS.
+    pub tls: Option<&'a Tls>,
 }
 
 /// Serve `socket` until the client leaves, breaks the protocol, is too slow, has sent its
@@ -150,11 +155,19 @@ pub(crate) fn serve(
     if socket.set_write_timeout(Some(timeouts.write)).is_err() {
         return;
     }
-    let mut reader = BufReader::with_capacity(READ_BUFFER, TimedStream::new(socket));
+    // A TLS handshake must be done within the time a first request has to start.
+    let deadline = Instant::now() + timeouts.first_request;
+    let Ok(transport) = Transport::new(socket, limits.tls, deadline) else {
+        return;
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER, transport);
     let mut idle = timeouts.first_request;
     for answered in 1.. {
         // Idle: wait for the first byte of a request.
-        reader.get_mut().set_deadline(Instant::now() + idle);
+        reader
+            .get_mut()
+            .timed_mut()
+            .set_deadline(Instant::now() + idle);
         match reader.fill_buf() {
             Ok([]) | Err(_) => return,
             Ok(_) => {}
@@ -164,6 +177,7 @@ pub(crate) fn serve(
         }
         reader
             .get_mut()
+            .timed_mut()
             .set_deadline(Instant::now() + timeouts.request_head);
         let head = match read_head(&mut reader) {
             Ok(head) => head,
@@ -203,8 +217,7 @@ pub(crate) fn serve(
             || !body_done
             || answered >= limits.max_requests
             || stopping.load(Ordering::Relaxed);
-        let socket = reader.get_ref().socket();
-        if write_response(socket, response, head_only, close).is_err() {
+        if write_response(reader.get_mut(), response, head_only, close).is_err() {
             return;
         }
         if close {
@@ -223,8 +236,11 @@ pub(crate) fn serve(
 /// closing with unread data does not reset the connection before the client read our answer
 /// (nginx's `lingering_close`). A client that closes in turn ends this at once.
 fn linger(reader: &mut Reader) {
-    let _ = reader.get_ref().socket().shutdown(Shutdown::Write);
-    reader.get_mut().set_deadline(Instant::now() + LINGER_TIME);
+    reader.get_mut().shutdown_write();
+    reader
+        .get_mut()
+        .timed_mut()
+        .set_deadline(Instant::now() + LINGER_TIME);
     let mut discarded = 0;
     let mut buffer = [0u8; 8192];
     while discarded < LINGER_BYTES {

@@ -26,12 +26,14 @@ mod connection;
 mod head;
 mod response;
 mod stream;
+mod transport;
 
 pub use body::BodyReader;
 pub use common::{HTTPVersion, Header, Method, StatusCode};
 pub use connection::Request;
 pub use head::{Framing, FramingError, HeadError, RequestHead, read_head};
-pub use response::{Response, ResponseBody, StreamBody};
+pub use response::{OnSent, Response, ResponseBody, Sent, StreamBody};
+pub use transport::{Tls, Transport};
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -104,6 +106,8 @@ pub struct ServerConfig {
     pub max_requests_per_connection: usize,
     /// Stack size of each connection's thread.
     pub thread_stack_size: usize,
+    /// Serve HTTPS (every connection starts with a TLS handshake) instead of HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for ServerConfig {
@@ -114,6 +118,7 @@ impl Default for ServerConfig {
             timeouts: Timeouts::default(),
             max_requests_per_connection: 1000,
             thread_stack_size: 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -279,13 +284,17 @@ fn accept_loop(
         let slot = match slots.acquire(client_key(peer.ip())) {
             Ok(slot) => slot,
             Err(limit) => {
-                refuse(socket);
+                // A TLS client cannot read a plain 503: it only sees the close.
+                if config.tls.is_none() {
+                    refuse(socket);
+                }
                 handler.refused(peer.ip(), limit);
                 continue;
             }
         };
         let (handler, stopping) = (handler.clone(), stopping.clone());
         let timeouts = config.timeouts.clone();
+        let tls = config.tls.clone();
         let max_requests = config.max_requests_per_connection.max(1);
         let spawned = thread::Builder::new()
             .stack_size(config.thread_stack_size)
@@ -297,6 +306,7 @@ fn accept_loop(
                         timeouts: &timeouts,
                         max_requests,
                         stopping: &stopping,
+                        tls: tls.as_ref(),
                     };
                     connection::serve(socket, peer, handler.as_ref(), &limits)
                 }));

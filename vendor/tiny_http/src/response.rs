@@ -6,16 +6,17 @@
 //! cork the socket around both.
 
 use crate::common::{Header, StatusCode};
+use crate::transport::Transport;
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 
-/// A body that writes itself to the socket, e.g. with sendfile.
+/// A body that writes itself to the connection, e.g. with sendfile when it is plain TCP
+/// (`Transport::plain_socket`).
 pub trait StreamBody: Send {
     /// The number of bytes `send` writes after the head.
     fn length(&self) -> u64;
-    /// Write `head`, then exactly `length()` bytes, to `socket`.
-    fn send(self: Box<Self>, head: &[u8], socket: &TcpStream) -> io::Result<()>;
+    /// Write `head`, then exactly `length()` bytes, to `out`.
+    fn send(self: Box<Self>, head: &[u8], out: &mut Transport) -> io::Result<()>;
 }
 
 /// What follows the head.
@@ -38,6 +39,18 @@ impl ResponseBody {
     }
 }
 
+/// What became of an answer, for `Response::on_sent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Bytes of body the answer has (none for HEAD, 204 and 304).
+    pub body_bytes: u64,
+    /// Whether all of it was written.
+    pub complete: bool,
+}
+
+/// Called once the answer was written, or failed to be.
+pub type OnSent = Box<dyn FnOnce(Sent) + Send>;
+
 /// An answer to one request.
 pub struct Response {
     pub status: StatusCode,
@@ -47,6 +60,8 @@ pub struct Response {
     pub body: ResponseBody,
     /// Close the connection after this answer.
     pub close: bool,
+    /// Told when the answer has been written (a request log).
+    pub on_sent: Option<OnSent>,
 }
 
 impl Response {
@@ -56,6 +71,7 @@ impl Response {
             headers: Vec::new(),
             body,
             close: false,
+            on_sent: None,
         }
     }
 
@@ -100,43 +116,45 @@ pub(crate) fn head_bytes(response: &Response, close: bool) -> Vec<u8> {
     head
 }
 
-/// Write `response` to `socket`: the head, and the body unless `head_only` (HEAD requests).
+/// Write `response` to `out`: the head, and the body unless `head_only` (HEAD requests);
+/// then tell its `on_sent`.
 pub(crate) fn write_response(
-    socket: &TcpStream,
-    response: Response,
+    out: &mut Transport,
+    mut response: Response,
     head_only: bool,
     close: bool,
 ) -> io::Result<()> {
+    let on_sent = response.on_sent.take();
+    let without_body = head_only || has_no_body(response.status);
+    let body_bytes = if without_body {
+        0
+    } else {
+        response.body.length()
+    };
+    let result = write_parts(out, response, without_body, close);
+    if let Some(on_sent) = on_sent {
+        on_sent(Sent {
+            body_bytes,
+            complete: result.is_ok(),
+        });
+    }
+    result
+}
+
+fn write_parts(
+    out: &mut Transport,
+    response: Response,
+    without_body: bool,
+    close: bool,
+) -> io::Result<()> {
     let head = head_bytes(&response, close);
-    let mut out = socket;
-    if head_only || has_no_body(response.status) {
+    if without_body {
         return out.write_all(&head);
     }
     match response.body {
         ResponseBody::Empty => out.write_all(&head),
-        ResponseBody::Bytes(bytes) => write_both(out, &head, &bytes),
-        ResponseBody::Shared(bytes) => write_both(out, &head, (*bytes).as_ref()),
-        ResponseBody::Stream(stream) => stream.send(&head, socket),
+        ResponseBody::Bytes(bytes) => out.write_both(&head, &bytes),
+        ResponseBody::Shared(bytes) => out.write_both(&head, (*bytes).as_ref()),
+        ResponseBody::Stream(stream) => stream.send(&head, out),
     }
-}
-
-/// Write `first` then `second` with as few system calls as possible (writev), so that a
-/// small answer leaves in one segment.
-fn write_both(mut out: &TcpStream, first: &[u8], second: &[u8]) -> io::Result<()> {
-    let mut done = 0usize;
-    let total = first.len() + second.len();
-    while done < total {
-        let result = if done < first.len() {
-            out.write_vectored(&[io::IoSlice::new(&first[done..]), io::IoSlice::new(second)])
-        } else {
-            out.write(&second[done - first.len()..])
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
