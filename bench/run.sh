@@ -51,13 +51,13 @@ start_server() { # data-dir log [args...] -> sets SPID, SPORT
     done
     SPORT=$(grep "listening on" "$log" | sed 's/.*://')
 }
-best_speed() { # url -> bytes/s: best of 3 rounds of 10 sequential downloads
-    local best=0 t0 t1 bytes s
+best_speed() { # url [curl options] -> bytes/s: best of 3 rounds of 10 sequential downloads
+    local best=0 t0 t1 bytes s url=$1; shift
     for _ in 1 2 3; do
         bytes=0
         t0=$(now)
         for _ in 1 2 3 4 5 6 7 8 9 10; do
-            bytes=$((bytes + $(curl -s -o /dev/null -w '%{size_download}' "$1")))
+            bytes=$((bytes + $(curl -s "$@" -o /dev/null -w '%{size_download}' "$url")))
         done
         t1=$(now)
         s=$(awk -v b="$bytes" -v a="$t0" -v c="$t1" 'BEGIN { print b / (c - a) }')
@@ -159,6 +159,72 @@ echo "  signed $(calc "$SIGNED_SPEED / 1e6") MB/s, unsigned $(calc "$UNSIGNED_SP
 ok=$(awk -v a="$SIGNED_SPEED" -v b="$UNSIGNED_SPEED" 'BEGIN { print (a / b >= 0.8) ? 1 : 0 }')
 row "store-signed download (hardware id) / unsigned download, MB/s" "$(calc "$SIGNED_SPEED / $UNSIGNED_SPEED")" ">= 0.8" "$ok"
 
+# --- resume, 304 and the signing cache across a restart -------------------------------------
+best_time() { # curl options... -> seconds: best of 5
+    local best=999 t0 t1
+    for _ in 1 2 3 4 5; do
+        t0=$(now); curl -s -o /dev/null "$@"; t1=$(now)
+        best=$(awk -v a="$best" -v b="$(calc "$t1 - $t0")" 'BEGIN { print (b < a) ? b : a }')
+    done
+    echo "$best"
+}
+SIGNED_SIZE=$(stat -c %s "$W/signed.ampkg")
+FULL=$(best_time "$SIGNED_URL")
+HALF=$(best_time -H "Range: bytes=$((SIGNED_SIZE / 2))-" "$SIGNED_URL")
+echo "  signed 64 MiB: full ${FULL}s, resumed from the middle ${HALF}s"
+row "resume of a 64 MiB signed download from its middle / full download (time)" "$(calc "$HALF / $FULL")" "<= 0.6" "$(awk -v a="$HALF" -v b="$FULL" 'BEGIN { print (a / b <= 0.6) ? 1 : 0 }')"
+ETAG=$(curl -s -D - -o /dev/null "$SIGNED_URL" | awk -F': ' 'tolower($1) == "etag" { print $2 }' | tr -d '\r')
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $ETAG" "$SIGNED_URL")" = 304 ]
+wrk -t1 -c1 -d5s --latency -H "If-None-Match: $ETAG" "$SIGNED_URL" > "$W/wrk304.txt"
+median_ms() { awk '$1 == "50%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$1"; }
+NOT_MODIFIED=$(median_ms "$W/wrk304.txt")
+row "304 to If-None-Match on a signed 64 MiB download, median latency, ms" "$NOT_MODIFIED" "<= 1" "$(awk -v a="$NOT_MODIFIED" 'BEGIN { print (a <= 1) ? 1 : 0 }')"
+kill "$SPID"; wait "$SPID" 2>/dev/null || true
+start_server "$W/d2" "$W/d2b.log" --sc "$W/store.p12" --sp password
+SIGNED_URL="http://127.0.0.1:$SPORT/package/download?id=io.example.big&hardware-id=08154711"
+t0=$(now); curl -s -o "$W/signed2.ampkg" "$SIGNED_URL"; t1=$(now)
+FIRST=$(calc "$t1 - $t0")
+cmp -s "$W/signed.ampkg" "$W/signed2.ampkg" || { echo "signed download changed across a restart"; exit 1; }
+LATER=$(best_time "$SIGNED_URL")
+echo "  after a restart: first signed download ${FIRST}s, later ${LATER}s (same bytes as before)"
+row "first signed download after a restart / a later one (time)" "$(calc "$FIRST / $LATER")" "<= 2" "$(awk -v a="$FIRST" -v b="$LATER" 'BEGIN { print (a / b <= 2) ? 1 : 0 }')"
+kill "$SPID"
+
+# --- HTTPS: ours against plain HTTP and against nginx with TLS, same file, same certificate --
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$W/tls.key" -out "$W/tls.crt" -days 30 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost 2>/dev/null
+mkdir -p "$W/d5/.packages" "$W/nginx-tls"
+cp "$W/big.ampkg" "$W/d5/.packages/io.example.big_all.ampkg"
+start_server "$W/d5" "$W/d5.log" --tls-cert "$W/tls.crt" --tls-key "$W/tls.key"
+TLS_PORT=$SPORT
+cat > "$W/nginx-tls/nginx.conf" <<NGINX
+worker_processes 2;
+pid $W/nginx-tls/nginx.pid;
+error_log $W/nginx-tls/error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    default_type application/octet-stream;
+    server {
+        listen 127.0.0.1:18443 ssl;
+        ssl_certificate $W/tls.crt;
+        ssl_certificate_key $W/tls.key;
+        root $W/www;
+    }
+}
+NGINX
+"$NGINX" -c "$W/nginx-tls/nginx.conf" -p "$W/nginx-tls"
+trap 'kill $(cat "$W/nginx/nginx.pid") $(cat "$W/nginx-tls/nginx.pid") 2>/dev/null || true; cleanup' EXIT
+TLS_CURL=(--cacert "$W/tls.crt")
+until curl -s "${TLS_CURL[@]}" -o /dev/null "https://localhost:18443/big.ampkg"; do sleep 0.01; done
+HTTPS_SPEED=$(best_speed "https://localhost:$TLS_PORT/package/download?id=io.example.big" "${TLS_CURL[@]}")
+NGINX_TLS_SPEED=$(best_speed "https://localhost:18443/big.ampkg" "${TLS_CURL[@]}")
+echo "  HTTPS: ours $(calc "$HTTPS_SPEED / 1e6") MB/s, nginx $(calc "$NGINX_TLS_SPEED / 1e6") MB/s; plain HTTP ours $(calc "$UNSIGNED_SPEED / 1e6") MB/s"
+row "unsigned download 64 MiB over HTTPS / over plain HTTP, MB/s" "$(calc "$HTTPS_SPEED / $UNSIGNED_SPEED")" "figure" 1
+row "unsigned download 64 MiB over HTTPS, MB/s, ours / nginx (TLS)" "$(calc "$HTTPS_SPEED / $NGINX_TLS_SPEED")" ">= 0.8" "$(awk -v a="$HTTPS_SPEED" -v b="$NGINX_TLS_SPEED" 'BEGIN { print (a / b >= 0.8) ? 1 : 0 }')"
+kill "$SPID"
+
 # --- start-up with many packages -------------------------------------------------------------
 PER=$((1024 * 1024 * 1024 / COUNT))
 echo "making $COUNT packages of about $((PER / 1024)) KiB"
@@ -186,7 +252,7 @@ LIST="/package/list?architecture=linux_x86_64"
 curl -s "http://127.0.0.1:$MANY_PORT$LIST" > "$W/www/list.json"
 echo "  list answer: $(stat -c %s "$W/www/list.json") bytes"
 wrk -t1 -c1 -d5s --latency "http://127.0.0.1:$MANY_PORT$LIST" > "$W/wrk1.txt"
-MEDIAN=$(awk '$1 == "50%" { v = $2; if (v ~ /us$/) { sub(/us/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v) } else if (v ~ /s$/) { sub(/s/, "", v); v *= 1000 } print v }' "$W/wrk1.txt")
+MEDIAN=$(median_ms "$W/wrk1.txt")
 ok=$(awk -v a="$MEDIAN" 'BEGIN { print (a <= 2) ? 1 : 0 }')
 row "/package/list?architecture=... with $COUNT packages, median latency, ms" "$MEDIAN" "<= 2" "$ok"
 OURS_RPS=$(wrk -t2 -c16 -d10s "http://127.0.0.1:$MANY_PORT$LIST" | awk '/Requests\/sec/ {print $2}')

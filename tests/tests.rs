@@ -12,4 +12,5 @@ mod packager;
 mod readme;
 mod robustness;
 mod server;
+mod tags;
 mod vectors;

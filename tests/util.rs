@@ -745,6 +745,19 @@ pub fn make_package(
     version: &str,
     binary: Option<&[u8]>,
 ) -> PathBuf {
+    make_package_with(dir, id, names, categories, version, binary, &[])
+}
+
+/// `make_package`, with more arguments to `create-package` (`--tag`, `-m`, ...).
+pub fn make_package_with(
+    dir: &Path,
+    id: &str,
+    names: &[(&str, &str)],
+    categories: &[&str],
+    version: &str,
+    binary: Option<&[u8]>,
+    packager_args: &[&str],
+) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let source = dir.join(format!("{id}-src-{n}"));
@@ -768,7 +781,7 @@ pub fn make_package(
         binary.unwrap_or(b"#!/bin/sh\necho hello\n"),
     )
     .unwrap();
-    create(dir, &format!("{id}-{n}.ampkg"), &source, &[])
+    create(dir, &format!("{id}-{n}.ampkg"), &source, packager_args)
 }
 
 /// `n` pseudo-random bytes (incompressible, reproducible).

@@ -3,6 +3,7 @@
 
 use amps::fsutil::write_atomically;
 use amps::package::signature::{SigningKey, TrustStore, digest_content, store_content};
+use amps::package::tags::Tag;
 use amps::package::writer::{CreateOptions, SignatureKind, add_signature, create_package};
 use amps::package::{Limits, PackageError, PackageInfo, read_package};
 use amps::yaml::{Node, YamlLimits, parse_documents, to_json};
@@ -43,6 +44,8 @@ Options:
                                   Add extra, signed meta-data to the package header.
   -S, --extra-signed-metadata-file <f>
                                   Add extra, signed meta-data from a YAML file to the header.
+  --tag <tag>                     Add a tag (name, or name:version) to extra.tags
+                                  (repeatable; our extension).
 ";
 
 const DEV_SIGN_USAGE: &str = "\
@@ -115,6 +118,8 @@ struct Args {
     json: bool,
     extra: Vec<(String, Node)>,
     extra_signed: Vec<(String, Node)>,
+    /// `--tag`s, normalized, in order.
+    tags: Vec<String>,
     positional: Vec<OsString>,
 }
 
@@ -195,6 +200,11 @@ fn parse_args(
             Short('h') | Long("help") => return Ok(None),
             Long("verbose") => args.verbose = true,
             Long("json") if creating => args.json = true,
+            Long("tag") if creating => {
+                let value = text(&parser.value().map_err(usage_error)?)?;
+                let tag = Tag::parse(&value).map_err(|e| Failure::Error(format!("--tag: {e}")))?;
+                args.tags.push(tag.to_string());
+            }
             Value(value) => args.positional.push(value),
             other => return Err(Failure::Usage(other.unexpected().to_string(), usage)),
         }
@@ -243,6 +253,31 @@ fn merge_map(target: &mut Vec<(String, Node)>, source: &str, what: &str) -> Resu
     Ok(())
 }
 
+/// Append `tags` to the `tags` list of `extra` (made when missing), skipping ones it has.
+fn add_tags(extra: &mut Vec<(String, Node)>, tags: &[String]) -> Result<(), Failure> {
+    if tags.is_empty() {
+        return Ok(());
+    }
+    let at = match extra.iter().position(|(k, _)| k == "tags") {
+        Some(at) => at,
+        None => {
+            extra.push(("tags".to_string(), Node::List(Vec::new())));
+            extra.len() - 1
+        }
+    };
+    let Node::List(items) = &mut extra[at].1 else {
+        return Err(Failure::Error(
+            "--tag: the extra meta-data's 'tags' is not a list".into(),
+        ));
+    };
+    for tag in tags {
+        if !items.iter().any(|i| i.as_text() == Some(tag.as_str())) {
+            items.push(Node::string(tag));
+        }
+    }
+    Ok(())
+}
+
 fn create(args: &Args, package: &Path, source: &Path) -> Result<(), Failure> {
     if !source.is_dir() {
         return Err(Failure::Error(format!(
@@ -250,8 +285,10 @@ fn create(args: &Args, package: &Path, source: &Path) -> Result<(), Failure> {
             source.display()
         )));
     }
+    let mut extra = args.extra.clone();
+    add_tags(&mut extra, &args.tags)?;
     let options = CreateOptions {
-        extra: args.extra.clone(),
+        extra,
         extra_signed: args.extra_signed.clone(),
     };
     let mut report = None;

@@ -120,6 +120,14 @@ impl Request<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of parameter `name`, in order.
+    pub fn params_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.params
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     /// The first non-empty value of parameter `name`.
     pub fn non_empty_param(&self, name: &str) -> Option<&str> {
         self.param(name).filter(|v| !v.is_empty())

@@ -9,6 +9,7 @@ use crate::console::Event;
 use crate::fsutil::TempFile;
 use crate::package::WRONG_FILE_TYPE;
 use crate::package::digest::to_hex;
+use crate::package::tags::{self, TagFilter};
 use crate::store::index::content_etag;
 use crate::store::index::{Entry, Icon, ListQuery};
 use crate::store::{InstallError, Store};
@@ -120,7 +121,10 @@ fn unauthorized(request: &Request<'_>, state: &State) -> Response {
 }
 
 fn hello(request: &mut Request<'_>, state: &State) -> Response {
-    let status = if request.param("project-id") == Some(state.project_id.as_str()) {
+    // The Deployment Server's word for a malformed tag, before anything else.
+    let status = if tag_filter(request).is_err() {
+        "malformed-tag"
+    } else if request.param("project-id") == Some(state.project_id.as_str()) {
         "ok"
     } else {
         "incompatible-project-id"
@@ -128,11 +132,32 @@ fn hello(request: &mut Request<'_>, state: &State) -> Response {
     Response::json(&json!({ "status": status }))
 }
 
+/// The `tag` (include) and `exclude-tag` parameters: comma-separated lists, each parameter
+/// possibly repeated. A malformed tag is the error.
+fn tag_filter(request: &Request<'_>) -> Result<TagFilter, String> {
+    Ok(TagFilter {
+        include: tags::parse_requested(request.params_named("tag"))?,
+        exclude: tags::parse_requested(request.params_named("exclude-tag"))?,
+    })
+}
+
+/// 400 with the fail JSON, for a malformed parameter.
+fn malformed(message: String) -> Response {
+    let mut response = Response::json(&json!({ "status": "fail", "message": message }));
+    response.status = 400;
+    response
+}
+
 fn package_list(request: &mut Request<'_>, state: &State) -> Response {
+    let tags = match tag_filter(request) {
+        Ok(tags) => tags,
+        Err(message) => return malformed(message),
+    };
     let query = ListQuery {
         category: request.non_empty_param("category").map(str::to_string),
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
+        tags,
     };
     let answer = state.store.list_json(&query);
     let validators = Validators {
@@ -158,18 +183,25 @@ fn category_list(request: &mut Request<'_>, state: &State) -> Response {
     validators.apply(Response::json_body(Body::Bytes(json)))
 }
 
-/// The package `id`/`architecture` select (see `Index::select`).
-fn selected(request: &Request<'_>, state: &State) -> Option<Arc<Entry>> {
-    let id = request.non_empty_param("id")?;
+/// The package `id`/`architecture` and the tag parameters select (see `Index::select`):
+/// `Err` with the answer when there is none or a tag is malformed.
+fn selected(request: &Request<'_>, state: &State) -> Result<Arc<Entry>, Response> {
+    let tags = tag_filter(request).map_err(malformed)?;
+    let id = request
+        .non_empty_param("id")
+        .ok_or_else(Response::not_found)?;
+    let architecture = request.non_empty_param("architecture");
     state
         .store
         .index()
-        .select(id, request.non_empty_param("architecture"))
+        .select(id, architecture, &tags)
+        .ok_or_else(Response::not_found)
 }
 
 fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
-    let Some(entry) = selected(request, state) else {
-        return Response::not_found();
+    let entry = match selected(request, state) {
+        Ok(entry) => entry,
+        Err(answer) => return answer,
     };
     if let Icon::None = entry.icon {
         return Response::not_found();
@@ -211,8 +243,9 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
 fn package_download(request: &mut Request<'_>, state: &State) -> Response {
     // An entry whose file was replaced between lookup and open is looked up once more.
     for _ in 0..2 {
-        let Some(entry) = selected(request, state) else {
-            return Response::not_found();
+        let entry = match selected(request, state) {
+            Ok(entry) => entry,
+            Err(answer) => return answer,
         };
         let attachment = format!("attachment; filename=\"{}\"", entry.file_name());
         let hardware_id = request.param("hardware-id").unwrap_or("");

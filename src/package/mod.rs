@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod qdatastream;
 pub mod reader;
 pub mod signature;
+pub mod tags;
 pub mod tarstream;
 pub mod writer;
 
@@ -47,6 +48,8 @@ pub struct PackageInfo {
     pub disk_space_used: u64,
     pub extra: Option<Node>,
     pub extra_signed: Option<Node>,
+    /// The tags of `extra` and `extraSigned`, normalized and simplified (sorted).
+    pub tags: Vec<tags::Tag>,
     pub digest: [u8; 32],
     pub developer_signature: Option<Vec<u8>>,
     pub store_signature: Option<Vec<u8>>,

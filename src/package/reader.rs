@@ -358,7 +358,10 @@ impl ReadState {
         let (Some(header), Some(manifest)) = (self.header, self.manifest) else {
             return Err(PackageError::invalid("the package is incomplete"));
         };
+        let tags = super::tags::package_tags(header.extra.as_ref(), header.extra_signed.as_ref())
+            .map_err(PackageError::invalid)?;
         Ok(PackageInfo {
+            tags,
             id: header.package_id,
             architecture: self.architecture,
             names: manifest.names,

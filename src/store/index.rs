@@ -13,6 +13,7 @@ a larger icon is streamed from the package file when asked for.
 
 use crate::package::PackageInfo;
 use crate::package::reader::icon_reader;
+use crate::package::tags::TagFilter;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -142,6 +143,7 @@ pub struct ListQuery {
     pub category: Option<String>,
     pub filter: Option<String>,
     pub architecture: Option<String>,
+    pub tags: TagFilter,
 }
 
 #[derive(Default)]
@@ -196,10 +198,11 @@ impl Index {
     }
 
     /// The package of exactly `arch`, else the platform independent one; without `arch`, the
-    /// platform independent one.
-    pub fn select(&self, id: &str, arch: Option<&str>) -> Option<Arc<Entry>> {
-        arch.and_then(|a| self.get(id, a))
-            .or_else(|| self.get(id, "all"))
+    /// platform independent one. Only packages that pass `tags` count: the native one that
+    /// does not is passed over for the platform independent one.
+    pub fn select(&self, id: &str, arch: Option<&str>, tags: &TagFilter) -> Option<Arc<Entry>> {
+        let passing = |arch: &str| self.get(id, arch).filter(|e| tags.passes(&e.info.tags));
+        arch.and_then(passing).or_else(|| passing("all"))
     }
 
     /// All packages `remove` matches: `arch` is the stored name (`all` for platform
@@ -260,12 +263,18 @@ impl Index {
     /// The packages `/package/list` shows for `query`, in order (quick: no JSON here).
     pub fn list_entries(&self, query: &ListQuery) -> Vec<Arc<Entry>> {
         let needle = query.filter.as_deref().map(str::to_lowercase);
+        let tags = &query.tags;
+        let passes = |e: &Entry| tags.passes(&e.info.tags);
         self.packages
             .values()
+            // Tags first: the architecture preference picks among the packages that pass.
+            .filter(|e| passes(e))
             .filter(|e| match &query.architecture {
                 // Per id: the package for that architecture, else the platform independent one.
                 Some(arch) => {
-                    e.arch() == arch || (e.arch() == "all" && self.get(e.id(), arch).is_none())
+                    e.arch() == arch
+                        || (e.arch() == "all"
+                            && self.get(e.id(), arch).is_none_or(|native| !passes(&native)))
                 }
                 None => true,
             })
@@ -305,6 +314,9 @@ struct ListItem<'a> {
     categories: &'a [String],
     #[serde(rename = "iconUrl")]
     icon_url: String,
+    /// Only for packages with tags: the others keep exactly Qt's fields.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<String>,
 }
 
 impl<'a> ListItem<'a> {
@@ -322,6 +334,7 @@ impl<'a> ListItem<'a> {
                 percent_encode(&info.id),
                 percent_encode(entry.arch())
             ),
+            tags: info.tags.iter().map(|t| t.to_string()).collect(),
         }
     }
 }
