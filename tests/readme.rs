@@ -1,23 +1,57 @@
 //! The README's curl examples, run verbatim (but for the port) against the real server with
 //! the sample package `make run` installs.
 
-use crate::util::{Server, create, read, sample_source};
+use crate::util::{Server, create, elf_header, make_package_with, read, sample_source, skip};
+use std::path::Path;
 use std::process::Command;
 
-fn curl_examples() -> Vec<String> {
+/// The lines of the README's section `## heading` (or `### heading`), up to the next one.
+fn section(heading: &str) -> Vec<String> {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     readme
         .lines()
-        .filter(|l| l.starts_with("curl "))
+        .skip_while(|l| l.trim_start_matches('#').trim() != heading || !l.starts_with("##"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## ") && !l.starts_with("### "))
         .map(str::to_string)
         .collect()
 }
 
+/// The `curl` lines of a section.
+fn curl_examples(heading: &str) -> Vec<String> {
+    section(heading)
+        .into_iter()
+        .filter(|l| l.starts_with("curl "))
+        .collect()
+}
+
+/// Run `line` with `sh` in `dir`, the port replaced; its status and output.
+fn run(line: &str, port: u16, dir: &Path) -> (bool, String) {
+    let command = line.replace("localhost:8020", &format!("localhost:{port}"));
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn has_curl() -> bool {
+    let found = Command::new("curl").arg("--version").output().is_ok();
+    if !found {
+        skip("curl is not installed, README examples not run");
+    }
+    found
+}
+
 #[test]
 fn readme_curl_examples_work() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        crate::util::skip("curl is not installed, README examples not run");
+    if !has_curl() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -30,7 +64,7 @@ fn readme_curl_examples_work() {
     );
     let server = Server::start(data.path(), &[]);
     let work = tempfile::tempdir().unwrap();
-    let examples = curl_examples();
+    let examples = curl_examples("Quick start");
     assert!(examples.len() >= 8, "{examples:?}");
     let mut outputs = Vec::new();
     for example in &examples {
@@ -74,4 +108,85 @@ fn readme_curl_examples_work() {
         outputs[7],
         r#"{"status":"ok","result":"added","id":"io.example.hello","architecture":"all"}"#
     );
+}
+
+#[test]
+fn readme_tag_examples_work() {
+    if !has_curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let all = make_package_with(
+        dir.path(),
+        "app",
+        &[],
+        &[],
+        "1",
+        None,
+        &["--tag", "qt:5.12", "--tag", "neptune"],
+    );
+    let native = make_package_with(
+        dir.path(),
+        "app",
+        &[],
+        &[],
+        "1",
+        Some(&elf_header(62)),
+        &["--tag", "qt:5.13"],
+    );
+    let server = Server::start(&dir.path().join("data"), &[]);
+    server.upload(&all);
+    server.upload(&native);
+    let work = tempfile::tempdir().unwrap();
+    let examples = curl_examples("Tags");
+    assert_eq!(examples.len(), 7, "{examples:?}");
+    let outputs: Vec<String> = examples
+        .iter()
+        .map(|line| {
+            let (ok, out) = run(line, server.port, work.path());
+            assert!(ok, "{line}");
+            out
+        })
+        .collect();
+    let builds = |json: &str| -> Vec<String> {
+        serde_json::from_str::<serde_json::Value>(json)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}/{}",
+                    i["id"].as_str().unwrap(),
+                    i["architecture"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(builds(&outputs[0]), ["app/"]);
+    assert_eq!(builds(&outputs[1]), ["app/", "app/linux_x86_64"]);
+    assert_eq!(builds(&outputs[2]), ["app/linux_x86_64"]);
+    assert_eq!(builds(&outputs[3]), ["app/"]);
+    assert!(builds(&outputs[4]).is_empty());
+    let downloaded = std::fs::read(work.path().join("app_all.ampkg")).unwrap();
+    assert!(downloaded == std::fs::read(&all).unwrap());
+    assert!(outputs[6].contains("invalid tag 'Qt 5'"), "{}", outputs[6]);
+}
+
+#[test]
+fn readme_caching_example_gets_304() {
+    if !has_curl() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let lines = section("Caching and resuming");
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("tag=$(curl"))
+        .unwrap();
+    let script = lines[start..start + 2].join("\n");
+    let (ok, out) = run(&script, server.port, dir.path());
+    assert!(ok, "{script}");
+    assert_eq!(out, "304\n");
 }
