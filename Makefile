@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run test test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
+.PHONY: build release run test test-browser test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
 
 # The host's target triple: make dist builds for it explicitly, so that RUSTFLAGS apply to the
 # binaries only, not to build scripts.
@@ -33,6 +33,13 @@ test: fmt-check lint
 	$(CARGO) test --lib --tests
 	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
 	@tests/skipped-summary.sh
+
+# The page in headless Chromium (tests/browser.rs; Debian's chromium and chromium-driver).
+# make test runs it too when Chromium is installed, and names it as skipped otherwise; here a
+# missing Chromium is a failure. Screenshots are kept in target/browser/.
+test-browser:
+	AMPS_REQUIRE_BROWSER=1 $(CARGO) test --test tests browser
+	@ls target/browser/*.png
 
 # Everything in `test`, plus the long reliability tests (300 slow clients and their closing
 # within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).

@@ -3,12 +3,14 @@
 mod util;
 
 mod attacks;
+mod browser;
 mod chroot;
 mod dropin;
 mod files;
 mod hostile;
 mod http;
 mod packager;
+mod page;
 mod readme;
 mod robustness;
 mod server;

@@ -5,6 +5,7 @@ without sockets), and the server that feeds them from tiny_http's connection thr
 */
 
 pub mod conditional;
+pub mod page;
 pub mod routes;
 pub mod server;
 pub mod tls;
@@ -109,6 +110,8 @@ pub struct RequestHeaders {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub authorization: Option<String>,
+    /// Where the client reached us (the page's curl example).
+    pub host: Option<String>,
 }
 
 impl Request<'_> {

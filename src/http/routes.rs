@@ -4,6 +4,7 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 */
 
 use super::conditional::Validators;
+use super::page;
 use super::{Body, Method, Request, Response};
 use crate::console::Event;
 use crate::fsutil::TempFile;
@@ -33,6 +34,8 @@ type Handler = fn(&mut Request<'_>, &State) -> Response;
 fn route(path: &str) -> Option<(&'static [Method], Handler)> {
     use Method::*;
     Some(match path {
+        "/" | "/index.html" => (&[Get, Head], index_page),
+        p if p.starts_with("/static/") => (&[Get, Head], static_asset),
         "/hello" => (&[Get, Head, Post], hello),
         "/package/list" => (&[Get, Head, Post], package_list),
         "/package/icon" => (&[Get, Head, Post], package_icon),
@@ -148,16 +151,53 @@ fn malformed(message: String) -> Response {
     response
 }
 
-fn package_list(request: &mut Request<'_>, state: &State) -> Response {
-    let tags = match tag_filter(request) {
-        Ok(tags) => tags,
-        Err(message) => return malformed(message),
-    };
-    let query = ListQuery {
+/// The filters of `/package/list` (and of the page): `Err` with the answer for a malformed
+/// tag.
+fn list_query(request: &Request<'_>) -> Result<ListQuery, Response> {
+    Ok(ListQuery {
         category: request.non_empty_param("category").map(str::to_string),
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
-        tags,
+        tags: tag_filter(request).map_err(malformed)?,
+    })
+}
+
+/// The page for people (`page`), for the list's filters.
+fn index_page(request: &mut Request<'_>, state: &State) -> Response {
+    match list_query(request) {
+        Ok(query) => page::index_page(request, state, query),
+        Err(answer) => page::guarded(answer),
+    }
+}
+
+/// The page's script, style and placeholder icon, compiled into the binary.
+fn static_asset(request: &mut Request<'_>, _: &State) -> Response {
+    let Some((content_type, text)) = page::asset(&request.path) else {
+        return Response::not_found();
+    };
+    let validators = Validators {
+        etag: content_etag(text.as_bytes()),
+        last_modified: None,
+    };
+    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
+        return not_modified;
+    }
+    page::guarded(validators.apply(Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type", content_type.into()),
+            ("Cache-Control", "no-cache".into()),
+        ],
+        body: Body::Bytes(text.as_bytes().to_vec()),
+        close: false,
+        log_note: None,
+    }))
+}
+
+fn package_list(request: &mut Request<'_>, state: &State) -> Response {
+    let query = match list_query(request) {
+        Ok(query) => query,
+        Err(answer) => return answer,
     };
     let answer = state.store.list_json(&query);
     let validators = Validators {

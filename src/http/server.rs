@@ -228,6 +228,7 @@ fn request_headers(request: &tiny_http::Request<'_>) -> RequestHeaders {
         if_none_match: (!if_none_match.is_empty()).then(|| if_none_match.join(", ")),
         if_modified_since: header("If-Modified-Since"),
         authorization: header("Authorization"),
+        host: header("Host"),
     }
 }
 

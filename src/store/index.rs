@@ -197,6 +197,11 @@ impl Index {
         self.packages.values()
     }
 
+    /// Every package.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.packages.values()
+    }
+
     /// The package of exactly `arch`, else the platform independent one; without `arch`, the
     /// platform independent one. Only packages that pass `tags` count: the native one that
     /// does not is passed over for the platform independent one.

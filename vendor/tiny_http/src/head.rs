@@ -315,6 +315,10 @@ impl RequestHead {
 
     /// The body's framing, per RFC 9112 6.3, refusing whatever is ambiguous.
     pub fn framing(&self) -> Result<Framing, FramingError> {
+        // RFC 9112 3.2: two Hosts are as ambiguous as two lengths.
+        if self.values("Host").nth(1).is_some() {
+            return Err(FramingError::Malformed("more than one Host"));
+        }
         let has_transfer_encoding = self.values("Transfer-Encoding").next().is_some();
         let has_content_length = self.values("Content-Length").next().is_some();
         if has_transfer_encoding {
@@ -474,6 +478,7 @@ mod tests {
             "Content-Length: 4 1\r\n",
             "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
             "Transfer-Encoding: ,\r\n",
+            "Host: a\r\nHost: b\r\n",
         ] {
             assert!(
                 matches!(framing(malformed), Err(FramingError::Malformed(_))),

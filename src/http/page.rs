@@ -1,0 +1,416 @@
+/*!
+The page for people: `GET /` renders the store as HTML on the server, so browsing and
+filtering work without JavaScript (the filters are a GET form with the list's own parameters,
+and the selection is `Index::list_entries`, the very code behind `/package/list`).
+`/static/app.js` adds uploads, removals and live refresh on top, through the public API only.
+
+Everything that comes from a package (names, ids, versions, categories, tags) is untrusted and
+goes through `escape`; the page and its assets are served with a `Content-Security-Policy`
+that allows only our own scripts, styles and images, and `nosniff`. The assets are compiled
+into the binary: no CDN, no fonts, works offline and from a device's browser.
+*/
+
+use super::routes::State;
+use super::{Body, Request, Response};
+use crate::package::digest::to_hex;
+use crate::store::index::{Entry, Icon, ListQuery, percent_encode};
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Only our own origin, no inline script or style, no framing.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+const PLACEHOLDER: &str = include_str!("assets/placeholder.svg");
+
+/// A static asset compiled into the binary, by path.
+pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    Some(match path {
+        "/static/style.css" => ("text/css; charset=utf-8", STYLE),
+        "/static/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        "/static/placeholder.svg" => ("image/svg+xml", PLACEHOLDER),
+        _ => return None,
+    })
+}
+
+/// `response` with the headers every page and asset carries.
+pub fn guarded(response: Response) -> Response {
+    response
+        .with_header("Content-Security-Policy", CSP)
+        .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Referrer-Policy", "no-referrer")
+}
+
+/// `text` safe in HTML text and in quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// What the page shows beside the packages.
+pub struct PageInfo<'a> {
+    pub project_id: &'a str,
+    pub verifies_uploads: bool,
+    pub signs_downloads: bool,
+    pub needs_token: bool,
+    pub version: &'a str,
+    /// The folder packages can be dropped into.
+    pub upload_folder: String,
+    /// How clients reach us (the request's `Host`), for the curl example.
+    pub host: String,
+}
+
+/// The whole page for `query` over `entries` (the packages it selects), with every
+/// architecture and category of the store for the filters.
+pub fn render(
+    info: &PageInfo<'_>,
+    query: &ListQuery,
+    entries: &[Arc<Entry>],
+    architectures: &[String],
+    categories: &[String],
+    store_is_empty: bool,
+) -> String {
+    let mut html = String::with_capacity(4096 + entries.len() * 1536);
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    let _ = write!(
+        html,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>Packages · {project}</title>
+<link rel="stylesheet" href="/static/style.css">
+<link rel="icon" href="/static/placeholder.svg">
+<script src="/static/app.js" defer></script>
+</head>
+<body data-needs-token="{needs_token}">
+<header class="top">
+  <div class="brand"><img src="/static/placeholder.svg" alt="" width="28" height="28"><h1>Packages</h1></div>
+  <dl class="server">
+    <div><dt>Project</dt><dd id="project-id">{project}</dd></div>
+    <div><dt>Uploads verified</dt><dd id="verified">{verified}</dd></div>
+    <div><dt>Downloads store-signed</dt><dd id="signed">{signed}</dd></div>
+    <div><dt>Server</dt><dd id="version">{version}</dd></div>
+  </dl>
+</header>
+<main>
+"#,
+        project = escape(info.project_id),
+        needs_token = info.needs_token,
+        verified = if info.verifies_uploads {
+            "yes (developer signature)"
+        } else {
+            "no"
+        },
+        signed = yes_no(info.signs_downloads),
+        version = escape(info.version),
+    );
+    render_filters(&mut html, query, architectures, categories);
+    render_upload(&mut html, info);
+    let _ = writeln!(
+        html,
+        r#"<section id="packages" aria-live="polite" data-count="{}">"#,
+        entries.len()
+    );
+    if store_is_empty {
+        render_empty_store(&mut html, info);
+    } else if entries.is_empty() {
+        html.push_str(
+            r#"<p class="empty" id="no-match">No package matches these filters. <a href="/">Show all</a></p>
+"#,
+        );
+    } else {
+        let _ = writeln!(
+            html,
+            r#"<p class="count" id="summary">{} package{}</p>
+<div class="cards">"#,
+            entries.len(),
+            if entries.len() == 1 { "" } else { "s" }
+        );
+        for entry in entries {
+            render_card(&mut html, entry, info.signs_downloads);
+        }
+        html.push_str("</div>\n");
+    }
+    html.push_str("</section>\n</main>\n</body>\n</html>\n");
+    html
+}
+
+fn render_filters(
+    html: &mut String,
+    query: &ListQuery,
+    architectures: &[String],
+    categories: &[String],
+) {
+    let options = |all: &str, values: &[String], selected: Option<&str>| {
+        let mut out = format!(r#"<option value="">{all}</option>"#);
+        for value in values {
+            let _ = write!(
+                out,
+                r#"<option value="{v}"{s}>{v}</option>"#,
+                v = escape(value),
+                s = if selected == Some(value.as_str()) {
+                    " selected"
+                } else {
+                    ""
+                }
+            );
+        }
+        out
+    };
+    let tags: Vec<String> = query.tags.include.iter().map(|t| t.to_string()).collect();
+    let _ = write!(
+        html,
+        r#"<form class="filters" id="filters" method="get" action="/" role="search">
+  <label>Name <input type="search" name="filter" value="{filter}" placeholder="Search names"></label>
+  <label>Architecture <select name="architecture">{architectures}</select></label>
+  <label>Category <select name="category">{categories}</select></label>
+  <label>Tags <input type="text" name="tag" value="{tags}" placeholder="qt:5.12, neptune"></label>
+  <button type="submit">Filter</button>
+</form>
+"#,
+        filter = escape(query.filter.as_deref().unwrap_or("")),
+        architectures = options("any", architectures, query.architecture.as_deref()),
+        categories = options("any", categories, query.category.as_deref()),
+        tags = escape(&tags.join(", ")),
+    );
+}
+
+fn render_upload(html: &mut String, info: &PageInfo<'_>) {
+    let _ = write!(
+        html,
+        r#"<section class="upload" id="upload">
+  <label class="drop" id="drop">
+    <input type="file" id="file" accept=".ampkg,.appkg,application/gzip" multiple>
+    <span>Drop <strong>.ampkg</strong> packages here, or click to choose{token}</span>
+  </label>
+  <progress id="progress" max="1" value="0" hidden></progress>
+  <ul id="results" class="results"></ul>
+</section>
+"#,
+        token = if info.needs_token {
+            " (uploads need the server's token)"
+        } else {
+            ""
+        }
+    );
+}
+
+fn render_empty_store(html: &mut String, info: &PageInfo<'_>) {
+    let _ = write!(
+        html,
+        r#"<div class="empty" id="empty-store">
+  <h2>No packages yet</h2>
+  <p>Drop a package above, upload it with curl:</p>
+  <pre><code>curl -T app.ampkg {auth}http://{host}/package/upload</code></pre>
+  <p>or copy it into the folder <code>{folder}</code>.</p>
+</div>
+"#,
+        auth = if info.needs_token {
+            "-H 'Authorization: Bearer &lt;token&gt;' "
+        } else {
+            ""
+        },
+        host = escape(&info.host),
+        folder = escape(&info.upload_folder),
+    );
+}
+
+/// Bytes as people read them.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
+    let info = &entry.info;
+    let (id, arch) = (entry.id(), entry.arch());
+    let query = format!(
+        "id={}&architecture={}",
+        percent_encode(id),
+        percent_encode(arch)
+    );
+    let icon = match entry.icon {
+        Icon::None => "/static/placeholder.svg".to_string(),
+        _ => format!("/package/icon?{query}"),
+    };
+    // The English name first, then the others (on hover, and in a disclosure).
+    let title = info
+        .names
+        .get("en")
+        .or_else(|| info.names.values().next())
+        .map_or(id, String::as_str);
+    let all_names: Vec<String> = info
+        .names
+        .iter()
+        .map(|(language, name)| format!("{language}: {name}"))
+        .collect();
+    let _ = write!(
+        html,
+        r#"<article class="card" data-id="{id}" data-architecture="{arch}">
+  <img class="icon" src="{icon}" alt="" width="64" height="64" loading="lazy">
+  <div class="main">
+    <h2 class="name" title="{names}">{title}</h2>
+    <p class="package-id"><code>{id}</code></p>
+"#,
+        id = escape(id),
+        arch = escape(arch),
+        icon = escape(&icon),
+        names = escape(&all_names.join("\n")),
+        title = escape(title),
+    );
+    let others: Vec<(&String, &String)> = info
+        .names
+        .iter()
+        .filter(|(l, _)| l.as_str() != "en")
+        .collect();
+    if info.names.contains_key("en") && !others.is_empty() || others.len() > 1 {
+        let _ = write!(
+            html,
+            r#"    <details class="names"><summary>{} other name{}</summary><ul>"#,
+            others.len(),
+            if others.len() == 1 { "" } else { "s" }
+        );
+        for (language, name) in &others {
+            let _ = write!(
+                html,
+                r#"<li><span class="lang">{}</span> {}</li>"#,
+                escape(language),
+                escape(name)
+            );
+        }
+        html.push_str("</ul></details>\n");
+    }
+    let _ = write!(
+        html,
+        r#"    <dl class="facts">
+      <div><dt>Version</dt><dd class="version">{version}</dd></div>
+      <div><dt>Architecture</dt><dd class="architecture">{arch}</dd></div>
+      <div><dt>Size</dt><dd class="size" title="{bytes} bytes">{size}</dd></div>
+      <div class="wide"><dt>SHA-1</dt><dd class="sha1"><code>{sha1}</code></dd></div>
+    </dl>
+"#,
+        version = escape(info.version.as_deref().unwrap_or("")),
+        arch = escape(arch),
+        bytes = info.file_size,
+        size = human_size(info.file_size),
+        sha1 = to_hex(&info.sha1),
+    );
+    let chips = |class: &str, values: Vec<String>| -> String {
+        if values.is_empty() {
+            return String::new();
+        }
+        let items: String = values
+            .iter()
+            .map(|v| format!("<li>{}</li>", escape(v)))
+            .collect();
+        format!("    <ul class=\"chips {class}\">{items}</ul>\n")
+    };
+    html.push_str(&chips("categories", info.categories.clone()));
+    html.push_str(&chips(
+        "tags",
+        info.tags.iter().map(|t| t.to_string()).collect(),
+    ));
+    let _ = write!(
+        html,
+        r#"    <div class="actions">
+      <form class="download" method="get" action="/package/download">
+        <input type="hidden" name="id" value="{id}">
+        <input type="hidden" name="architecture" value="{arch}">
+{hardware_id}        <button type="submit">Download</button>
+      </form>
+      <button type="button" class="remove" data-id="{id}" data-architecture="{arch}" hidden>Remove</button>
+    </div>
+  </div>
+</article>
+"#,
+        id = escape(id),
+        arch = escape(arch),
+        hardware_id = if signs_downloads {
+            "        <input type=\"text\" name=\"hardware-id\" placeholder=\"hardware id (optional)\" aria-label=\"hardware id\">\n"
+        } else {
+            ""
+        },
+    );
+}
+
+/// The `/` route: the page for the request's filters.
+pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Response {
+    let store = &state.store;
+    let (entries, architectures, categories, empty) = {
+        let index = store.index();
+        let entries = index.list_entries(&query);
+        let mut architectures: Vec<String> = index.all().map(|e| e.arch().to_string()).collect();
+        architectures.sort();
+        architectures.dedup();
+        (entries, architectures, index.categories(), index.is_empty())
+    };
+    let host = request
+        .headers
+        .host
+        .clone()
+        .unwrap_or_else(|| "localhost:8020".to_string());
+    let info = PageInfo {
+        project_id: &state.project_id,
+        verifies_uploads: store.verifies_developer_signatures(),
+        signs_downloads: store.signer.is_some(),
+        needs_token: state.upload_token.is_some(),
+        version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
+        upload_folder: store.upload_dir.display().to_string(),
+        host,
+    };
+    let html = render(&info, &query, &entries, &architectures, &categories, empty);
+    guarded(Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type", "text/html; charset=utf-8".into()),
+            ("Cache-Control", "no-cache".into()),
+        ],
+        body: Body::Bytes(html.into_bytes()),
+        close: false,
+        log_note: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_everything_html_treats_specially() {
+        assert_eq!(
+            escape(r#"<script>alert("x&y")</script>'"#),
+            "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;&#39;"
+        );
+    }
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(2048), "2.0 KiB");
+        assert_eq!(human_size(64 << 20), "64.0 MiB");
+    }
+}
