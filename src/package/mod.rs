@@ -61,7 +61,7 @@ pub struct PackageInfo {
 
 impl PackageInfo {
     /// Bytes of what `/package/list` shows of this package (names, descriptions, categories,
-    /// version).
+    /// version, tags).
     pub fn listed_size(&self) -> u64 {
         let map = |m: &BTreeMap<String, String>| -> usize {
             m.iter().map(|(k, v)| k.len() + v.len()).sum()
@@ -69,7 +69,8 @@ impl PackageInfo {
         let size: usize = map(&self.names)
             + map(&self.descriptions)
             + self.categories.iter().map(String::len).sum::<usize>()
-            + self.version.as_deref().map_or(0, str::len);
+            + self.version.as_deref().map_or(0, str::len)
+            + self.tags.iter().map(|t| t.to_string().len()).sum::<usize>();
         size as u64
     }
 

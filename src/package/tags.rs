@@ -105,24 +105,25 @@ impl fmt::Display for Tag {
 }
 
 /// `tags` simplified and sorted: duplicates and tags another one matches are dropped.
+///
+/// In O(n log n): sorted by name, then version (none first), a tag's matches follow it
+/// directly. Version strings sort like their component lists, because the separator `.` is
+/// below every other character a version may hold; so whatever lies between a tag and one it
+/// matches is matched by it too, and comparing with the last tag kept suffices.
 pub fn simplify(mut tags: Vec<Tag>) -> Vec<Tag> {
     tags.sort();
     tags.dedup();
-    let kept: Vec<bool> = tags
-        .iter()
-        .enumerate()
-        .map(|(i, tag)| {
-            !tags
-                .iter()
-                .enumerate()
-                .any(|(j, other)| i != j && other.matches(tag))
-        })
-        .collect();
-    tags.into_iter()
-        .zip(kept)
-        .filter_map(|(tag, keep)| keep.then_some(tag))
-        .collect()
+    let mut kept: Vec<Tag> = Vec::with_capacity(tags.len());
+    for tag in tags {
+        if !kept.last().is_some_and(|last| last.matches(&tag)) {
+            kept.push(tag);
+        }
+    }
+    kept
 }
+
+/// Most tags a request may name in `tag` or in `exclude-tag`.
+pub const MAX_REQUESTED_TAGS: usize = 64;
 
 /// The tags of request parameter values: each a comma-separated list; empty items are
 /// skipped and spaces around items ignored. Simplified.
@@ -130,6 +131,11 @@ pub fn parse_requested<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<
     let mut tags = Vec::new();
     for value in values {
         for item in value.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if tags.len() == MAX_REQUESTED_TAGS {
+                return Err(format!(
+                    "too many tags: at most {MAX_REQUESTED_TAGS} may be asked for"
+                ));
+            }
             tags.push(Tag::parse(item)?);
         }
     }
@@ -261,6 +267,51 @@ mod tests {
         assert_eq!(tags(" neptune , ,qt:5.12"), ["neptune", "qt:5.12"]);
         assert_eq!(tags(""), Vec::<String>::new());
         assert!(parse_requested(["good", "bad tag"]).is_err());
+        assert_eq!(
+            tags("qt:5.1,qt:5.10,qt:5.1.3,qt:5.1_0,qt:5,qt:6.0,qt:6.0.1,z"),
+            ["qt:5", "qt:6.0", "z"]
+        );
+        assert_eq!(
+            tags("qt:5.1.3,qt:5.10,qt:5.1_0"),
+            ["qt:5.1.3", "qt:5.10", "qt:5.1_0"]
+        );
+        let many: Vec<String> = (0..65).map(|i| format!("t{i}")).collect();
+        assert!(parse_requested([many.join(",").as_str()]).is_err());
+        assert_eq!(
+            parse_requested([many[..64].join(",").as_str()])
+                .unwrap()
+                .len(),
+            64
+        );
+        // Large package tag lists simplify quickly (this was quadratic).
+        let big: Vec<Tag> = (0..200_000)
+            .map(|i| tag(&format!("t:{}.{}", i % 7, i)))
+            .collect();
+        assert_eq!(simplify(big).len(), 200_000);
+    }
+
+    /// The linear simplification agrees with the definition (no tag matches another kept).
+    #[test]
+    fn simplification_agrees_with_pairwise_matching() {
+        let pool = [
+            "a", "a:1", "a:1.2", "a:1.2.0", "a:1.20", "a:1_2", "a:2", "b", "b:1", "a:1.2_0", "a:10",
+        ];
+        // Every subset of the pool.
+        for mask in 0u32..(1 << pool.len()) {
+            let chosen: Vec<Tag> = (0..pool.len())
+                .filter(|i| mask & (1 << i) != 0)
+                .map(|i| tag(pool[i]))
+                .collect();
+            let kept = simplify(chosen.clone());
+            let expected: Vec<Tag> = chosen
+                .iter()
+                .filter(|t| !chosen.iter().any(|o| o != *t && o.matches(t)))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            assert_eq!(kept, expected, "{mask:b}");
+        }
     }
 
     #[test]

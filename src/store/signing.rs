@@ -20,6 +20,7 @@ use crate::package::writer::{
 };
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,45 @@ pub struct StoreSigner {
     limits: Limits,
     /// Entries whose signing body a background thread builds ahead of the first download.
     pending: Mutex<Option<Sender<Arc<Entry>>>>,
+    /// Recent signed tails: signatures are deterministic, so a resumed or ranged download
+    /// (RAUC-style clients ask for many ranges) costs no RSA signature after the first.
+    tails: Mutex<TailCache>,
+}
+
+/// Signed tails by (package SHA-1, hardware id), the oldest dropped beyond `TAIL_CACHE_BYTES`.
+#[derive(Default)]
+struct TailCache {
+    tails: HashMap<([u8; 20], String), Arc<Vec<u8>>>,
+    order: VecDeque<([u8; 20], String)>,
+    bytes: usize,
+}
+
+/// Bytes of signed tails (and their keys) kept.
+const TAIL_CACHE_BYTES: usize = 4 << 20;
+
+impl TailCache {
+    fn get(&self, key: &([u8; 20], String)) -> Option<Arc<Vec<u8>>> {
+        self.tails.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: ([u8; 20], String), tail: Arc<Vec<u8>>) {
+        let size = |key: &([u8; 20], String), tail: &[u8]| 20 + key.1.len() + tail.len();
+        let bytes = size(&key, &tail);
+        if bytes > TAIL_CACHE_BYTES || self.tails.contains_key(&key) {
+            return;
+        }
+        while self.bytes + bytes > TAIL_CACHE_BYTES {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.tails.remove(&oldest) {
+                self.bytes -= size(&oldest, &old);
+            }
+        }
+        self.bytes += bytes;
+        self.order.push_back(key.clone());
+        self.tails.insert(key, tail);
+    }
 }
 
 impl StoreSigner {
@@ -54,6 +94,7 @@ impl StoreSigner {
             cache_dir: cache_dir.to_path_buf(),
             limits,
             pending: Mutex::new(Some(sender)),
+            tails: Mutex::default(),
         });
         let weak = Arc::downgrade(&signer);
         std::thread::spawn(move || {
@@ -102,6 +143,38 @@ impl StoreSigner {
     /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).
     pub fn sign(&self, entry: &Entry, hardware_id: &str) -> Result<SignedDownload, String> {
         let body = self.signing_body(entry)?;
+        let key = (entry.info.sha1, hardware_id.to_string());
+        // Looked up in a statement of its own: the lock must not live into the match.
+        let cached = self
+            .tails
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key);
+        let tail = match cached {
+            Some(tail) => tail,
+            None => {
+                let tail = Arc::new(self.signed_tail(entry, hardware_id)?);
+                self.tails
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, tail.clone());
+                tail
+            }
+        };
+        let body_length = body
+            .metadata()
+            .map_err(|e| format!("could not read the signing cache: {e}"))?
+            .len();
+        Ok(SignedDownload {
+            body,
+            body_length,
+            tail: tail.to_vec(),
+        })
+    }
+
+    /// The gzip member after the body: the store signature for `hardware_id` in a footer,
+    /// then the end of the archive.
+    fn signed_tail(&self, entry: &Entry, hardware_id: &str) -> Result<Vec<u8>, String> {
         let content = store_content(&entry.info.digest, hardware_id).map_err(|e| e.to_string())?;
         let signature = self
             .key
@@ -114,15 +187,7 @@ impl StoreSigner {
             .and_then(|_| tail.write_all(&END_OF_ARCHIVE))
             .and_then(|_| tail.finish())
             .map_err(|e| format!("could not build the signature footer: {e}"))?;
-        let body_length = body
-            .metadata()
-            .map_err(|e| format!("could not read the signing cache: {e}"))?
-            .len();
-        Ok(SignedDownload {
-            body,
-            body_length,
-            tail,
-        })
+        Ok(tail)
     }
 
     /// The entry's signing body, built on first use (one build at a time per package).
@@ -199,4 +264,26 @@ pub fn check_path(body: &Path) -> PathBuf {
 
 fn check_text(stat: &crate::fsutil::FileStat) -> String {
     format!("{} {} {}\n", stat.size, stat.mtime_ns, stat.ino)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_cache_keeps_within_its_bytes_dropping_the_oldest() {
+        let mut cache = TailCache::default();
+        let tail = Arc::new(vec![0u8; 4000]);
+        let key = |n: usize| ([0u8; 20], format!("device-{n}"));
+        for n in 0..5000 {
+            cache.insert(key(n), tail.clone());
+            assert!(cache.bytes <= TAIL_CACHE_BYTES);
+        }
+        assert!(cache.get(&key(4999)).is_some());
+        assert!(cache.get(&key(0)).is_none(), "the oldest went first");
+        assert_eq!(cache.tails.len(), cache.order.len());
+        // A key longer than the whole cache is not kept (hardware ids come from clients).
+        cache.insert(([1; 20], "x".repeat(TAIL_CACHE_BYTES)), tail);
+        assert!(cache.bytes <= TAIL_CACHE_BYTES);
+    }
 }
