@@ -423,3 +423,45 @@ fn logs_one_line_per_request_when_asked() {
         server.lines.all()
     );
 }
+
+/// `make test-long`: a TLS handshake that trickles (a record header, then a byte every 2 s)
+/// is cut at the first-request deadline (20 s), while others are served meanwhile.
+#[test]
+#[ignore]
+fn a_trickled_tls_handshake_is_cut_at_its_deadline() {
+    let certs = certificates();
+    let (cert, key, ca) = (certs.tls_cert(), certs.tls_key(), certs.ca());
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[&"--tls-cert", &cert, &"--tls-key", &key]);
+    let mut slow = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    slow.set_read_timeout(Some(std::time::Duration::from_millis(100)))
+        .unwrap();
+    slow.write_all(b"\x16\x03\x01\x02\x00").unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 64];
+    let closed = loop {
+        // Others are served while it trickles.
+        let hello = https(
+            server.port,
+            &ca,
+            "GET",
+            "/hello?project-id=PROJECT",
+            &[],
+            b"",
+        );
+        assert_eq!(hello.json()["status"], "ok");
+        match slow.read(&mut buffer) {
+            Ok(0) => break true,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            _ => {}
+        }
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        if slow.write_all(b"\x01").is_err() {
+            break true;
+        }
+    };
+    assert!(closed, "a trickled handshake was still open after 90 s");
+}

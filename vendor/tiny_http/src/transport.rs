@@ -63,6 +63,15 @@ impl Transport {
         }
     }
 
+    /// The TCP socket under everything, for socket options only (writing to it directly
+    /// would bypass TLS).
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(timed) => timed.socket(),
+            Transport::Tls(stream) => stream.get_ref().socket(),
+        }
+    }
+
     /// Whether this is TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self, Transport::Tls(_))
