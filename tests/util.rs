@@ -124,28 +124,8 @@ fn certificate(
     issuer: Option<(&X509, &PKey<Private>)>,
     is_ca: bool,
 ) -> (X509, PKey<Private>) {
-    let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut subject = X509NameBuilder::new().unwrap();
-    subject
-        .append_entry_by_text("O", "appman-rs tests")
-        .unwrap();
-    subject.append_entry_by_text("CN", name).unwrap();
-    let subject = subject.build();
-    let mut builder = X509::builder().unwrap();
-    builder.set_version(2).unwrap();
-    let mut serial = BigNum::new().unwrap();
-    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
-    builder
-        .set_serial_number(&serial.to_asn1_integer().unwrap())
-        .unwrap();
-    builder.set_subject_name(&subject).unwrap();
-    builder.set_pubkey(&key).unwrap();
-    builder
-        .set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    builder
-        .set_not_after(&Asn1Time::days_from_now(3650).unwrap())
-        .unwrap();
+    let (mut builder, key, subject) =
+        certificate_builder(&[("O", "appman-rs tests"), ("CN", name)]);
     if is_ca {
         builder
             .append_extension(BasicConstraints::new().critical().ca().build().unwrap())
@@ -181,13 +161,21 @@ fn certificate(
     (builder.build(), key)
 }
 
-/// A TLS server certificate for `localhost` and `127.0.0.1`, issued by `ca`.
-fn tls_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
-    use openssl::x509::extension::{ExtendedKeyUsage, SubjectAlternativeName};
+/// A new key, and a certificate builder for it with `subject`, a random serial and ten years
+/// of validity from now; issuer, extensions and signature are the caller's.
+fn certificate_builder(
+    subject: &[(&str, &str)],
+) -> (
+    openssl::x509::X509Builder,
+    PKey<Private>,
+    openssl::x509::X509Name,
+) {
     let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-    let mut subject = X509NameBuilder::new().unwrap();
-    subject.append_entry_by_text("CN", "localhost").unwrap();
-    let subject = subject.build();
+    let mut name = X509NameBuilder::new().unwrap();
+    for (field, value) in subject {
+        name.append_entry_by_text(field, value).unwrap();
+    }
+    let name = name.build();
     let mut builder = X509::builder().unwrap();
     builder.set_version(2).unwrap();
     let mut serial = BigNum::new().unwrap();
@@ -195,8 +183,7 @@ fn tls_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
     builder
         .set_serial_number(&serial.to_asn1_integer().unwrap())
         .unwrap();
-    builder.set_subject_name(&subject).unwrap();
-    builder.set_issuer_name(ca.subject_name()).unwrap();
+    builder.set_subject_name(&name).unwrap();
     builder.set_pubkey(&key).unwrap();
     builder
         .set_not_before(&Asn1Time::days_from_now(0).unwrap())
@@ -204,6 +191,14 @@ fn tls_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
     builder
         .set_not_after(&Asn1Time::days_from_now(3650).unwrap())
         .unwrap();
+    (builder, key, name)
+}
+
+/// A TLS server certificate for `localhost` and `127.0.0.1`, issued by `ca`.
+fn tls_certificate(ca: &X509, ca_key: &PKey<Private>) -> (X509, PKey<Private>) {
+    use openssl::x509::extension::{ExtendedKeyUsage, SubjectAlternativeName};
+    let (mut builder, key, _) = certificate_builder(&[("CN", "localhost")]);
+    builder.set_issuer_name(ca.subject_name()).unwrap();
     let names = SubjectAlternativeName::new()
         .dns("localhost")
         .ip("127.0.0.1")
