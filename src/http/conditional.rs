@@ -9,7 +9,7 @@ a single satisfiable range out of a `200` that says `Accept-Ranges: bytes`, hono
 `If-Range`.
 */
 
-use super::{Body, Method, RequestHeaders, Response};
+use super::{Body, Method, Request, RequestHeaders, Response};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What identifies one version of an answer.
@@ -44,6 +44,20 @@ impl Validators {
                 log_note: None,
             })
         })
+    }
+
+    /// The 304 when the client's copy is current, else `build()`'s answer with these
+    /// validators (only a 200 gets them: an error is no version of the resource).
+    pub fn respond(&self, request: &Request<'_>, build: impl FnOnce() -> Response) -> Response {
+        if let Some(not_modified) = self.not_modified(request.method, &request.headers) {
+            return not_modified;
+        }
+        let response = build();
+        if response.status == 200 {
+            self.apply(response)
+        } else {
+            response
+        }
     }
 
     /// `response` with `ETag` and `Last-Modified`.

@@ -179,10 +179,7 @@ fn static_asset(request: &mut Request<'_>, _: &State) -> Response {
         etag: content_etag(text.as_bytes()),
         last_modified: None,
     };
-    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
-        return not_modified;
-    }
-    page::guarded(validators.apply(Response {
+    page::guarded(validators.respond(request, || Response {
         status: 200,
         headers: vec![
             ("Content-Type", content_type.into()),
@@ -204,10 +201,7 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
         etag: answer.etag,
         last_modified: None,
     };
-    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
-        return not_modified;
-    }
-    validators.apply(Response::json_body(Body::Shared(answer.json)))
+    validators.respond(request, || Response::json_body(Body::Shared(answer.json)))
 }
 
 fn category_list(request: &mut Request<'_>, state: &State) -> Response {
@@ -217,10 +211,7 @@ fn category_list(request: &mut Request<'_>, state: &State) -> Response {
         etag: content_etag(&json),
         last_modified: None,
     };
-    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
-        return not_modified;
-    }
-    validators.apply(Response::json_body(Body::Bytes(json)))
+    validators.respond(request, || Response::json_body(Body::Bytes(json)))
 }
 
 /// The package `id`/`architecture` and the tag parameters select (see `Index::select`):
@@ -250,33 +241,33 @@ fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
         etag: format!("\"{}-icon\"", to_hex(&entry.info.sha1)),
         last_modified: Some(entry.modified),
     };
-    if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
-        return not_modified;
-    }
-    let body = match &entry.icon {
-        Icon::None => return Response::not_found(),
-        Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
-        Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
-            Ok((length, reader)) => Body::Reader {
-                reader,
-                length,
-                skip: 0,
+    validators.respond(request, || {
+        let body = match &entry.icon {
+            Icon::None => return Response::not_found(),
+            Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
+            Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
+                Ok((length, reader)) => Body::Reader {
+                    reader,
+                    length,
+                    skip: 0,
+                },
+                Err(_) if state.store.forget_if_gone(&entry) => return Response::not_found(),
+                Err(e) => {
+                    let reason = format!("could not read the icon: {e}");
+                    return download_failed(state, &entry, &reason);
+                }
             },
-            Err(_) if state.store.forget_if_gone(&entry) => return Response::not_found(),
-            Err(e) => {
-                return download_failed(state, &entry, &format!("could not read the icon: {e}"));
-            }
-        },
-    };
-    validators.apply(Response {
-        status: 200,
-        headers: vec![
-            ("Content-Type", "image/png".into()),
-            ("Accept-Ranges", "bytes".into()),
-        ],
-        body,
-        close: false,
-        log_note: None,
+        };
+        Response {
+            status: 200,
+            headers: vec![
+                ("Content-Type", "image/png".into()),
+                ("Accept-Ranges", "bytes".into()),
+            ],
+            body,
+            close: false,
+            log_note: None,
+        }
     })
 }
 
