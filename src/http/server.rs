@@ -16,8 +16,8 @@ use crate::console::Console;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -340,49 +340,35 @@ impl tiny_http::StreamBody for FileBody {
         self.count
     }
 
-    /// The head, the file with sendfile(2) (no copy through user space; safe because package
-    /// files are never changed in place, only replaced), then the tail. The socket is corked
-    /// meanwhile (as nginx's `tcp_nopush`): with `TCP_NODELAY` alone, the head and every
-    /// pushed piece may leave as small segments.
+    /// The head, the file, then the tail, on a corked socket (as nginx's `tcp_nopush`: with
+    /// `TCP_NODELAY` alone, the head and every pushed piece, or every 16 KiB TLS record, may
+    /// leave as a small segment; over TLS, corking took downloads from about 0.8 of nginx's
+    /// speed to par in `make bench`). Plain connections send the file with sendfile(2), with no
+    /// copy through user space (safe because package files are never changed in place, only
+    /// replaced); TLS must read it to encrypt it.
     fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
         let end = self.first + self.count;
         let file_length = self.file_length;
-        let in_file = self.first.min(file_length)..end.min(file_length);
+        let (start, length) = (
+            self.first.min(file_length),
+            end.min(file_length) - self.first.min(file_length),
+        );
         let in_tail = (self.first.max(file_length) - file_length) as usize
             ..(end.max(file_length) - file_length) as usize;
         let tail = self.tail.get(in_tail).unwrap_or(&[]);
-        let Some(socket) = out.plain_socket() else {
-            // TLS: the bytes must pass through user space to be encrypted; corked, so the
-            // records leave in full segments.
-            // (In make bench this took TLS downloads from about 0.8 of nginx's speed to par.)
-            let cork = |out: &tiny_http::Transport, on: libc::c_int| {
-                set_option(out.tcp(), libc::IPPROTO_TCP, libc::TCP_CORK, &on)
-            };
-            cork(out, 1)?;
-            let sent = out
-                .write_all(head)
-                .and_then(|()| {
-                    copy_file(&self.file, in_file.start, in_file.end - in_file.start, out)
-                })
-                .and_then(|()| out.write_all(tail));
-            cork(out, 0)?;
-            return sent;
+        let cork = |out: &tiny_http::Transport, on: libc::c_int| {
+            set_option(out.tcp(), libc::IPPROTO_TCP, libc::TCP_CORK, &on)
         };
-        let cork = |on: libc::c_int| set_option(socket, libc::IPPROTO_TCP, libc::TCP_CORK, &on);
-        cork(1)?;
-        let mut plain = socket;
-        let sent = plain
+        let plain = out.plain_socket().map(|socket| socket.as_raw_fd());
+        cork(out, 1)?;
+        let sent = out
             .write_all(head)
-            .and_then(|()| {
-                send_file(
-                    &self.file,
-                    in_file.start,
-                    in_file.end - in_file.start,
-                    socket,
-                )
+            .and_then(|()| match plain {
+                Some(socket) => send_file(&self.file, start, length, socket),
+                None => copy_file(&self.file, start, length, out),
             })
-            .and_then(|()| plain.write_all(tail));
-        cork(0)?;
+            .and_then(|()| out.write_all(tail));
+        cork(out, 0)?;
         sent
     }
 }
@@ -467,15 +453,14 @@ fn copy_file(file: &File, start: u64, length: u64, out: &mut impl Write) -> io::
 }
 
 /// Send `length` bytes of `file` from `start`, with sendfile(2).
-fn send_file(file: &File, start: u64, length: u64, socket: &TcpStream) -> io::Result<()> {
+fn send_file(file: &File, start: u64, length: u64, socket: RawFd) -> io::Result<()> {
     let mut offset = libc::off_t::try_from(start)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
     let mut left = length;
     while left > 0 {
         let chunk = left.min(1 << 30) as usize;
         // SAFETY: two open descriptors and an offset variable we own.
-        let sent =
-            unsafe { libc::sendfile(socket.as_raw_fd(), file.as_raw_fd(), &mut offset, chunk) };
+        let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, chunk) };
         match sent {
             n if n > 0 => left -= n as u64,
             0 => {
