@@ -5,19 +5,8 @@ use crate::util::*;
 
 /// GET `target` with `Host: host` (the only Host: the helpers of util send their own).
 fn get_with_host(server: &Server, target: &str, host: &str) -> HttpResponse {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
+    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    parse_response(&raw_http(server.port, request.as_bytes()))
 }
 
 fn page(server: &Server, target: &str) -> (HttpResponse, String) {
@@ -50,20 +39,25 @@ fn the_page_is_guarded_and_shows_how_to_upload_when_empty() {
         assert!(html.contains(r#"<dd id="project-id">PROJECT</dd>"#));
         assert!(html.contains(r#"<dd id="signed">no</dd>"#));
         // Nothing from elsewhere: no CDN, no fonts, no inline script.
-        assert!(!html.contains("http://") || !html.contains("<script src=\"http"));
+        for external in [
+            "src=\"http",
+            "href=\"http",
+            "src=\"//",
+            "href=\"//",
+            "@import",
+            "url(",
+        ] {
+            assert!(!html.contains(external), "{external} in {html}");
+        }
         assert!(!html.contains("<script>"));
     }
-    {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        stream
-            .write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut raw = String::new();
-        stream.read_to_string(&mut raw).unwrap();
-        assert!(raw.starts_with("HTTP/1.1 200 OK\r\n"), "{raw}");
-        assert!(raw.ends_with("\r\n\r\n"), "HEAD has no body: {raw}");
-    }
+    let head = raw_http(
+        server.port,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "HEAD has no body: {head}");
     for (asset, kind) in [
         ("/static/app.js", "text/javascript; charset=utf-8"),
         ("/static/style.css", "text/css; charset=utf-8"),

@@ -637,6 +637,19 @@ pub fn http_from(
     exchange(stream, method, target, &[], body)
 }
 
+/// Send `request` exactly as given on a new connection; every byte of the answer, to the
+/// server's close (for requests the helpers below cannot write: HEAD, an own Host).
+pub fn raw_http(port: u16, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    raw
+}
+
 /// One HTTP/1.1 request on a new connection.
 pub fn http(
     port: u16,
