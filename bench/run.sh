@@ -65,6 +65,14 @@ best_speed() { # url [curl options] -> bytes/s: best of 3 rounds of 10 sequentia
     done
     echo "$best"
 }
+best_time() { # curl options... -> seconds: best of 5
+    local best=999 t0 t1
+    for _ in 1 2 3 4 5; do
+        t0=$(now); curl -s -o /dev/null "$@"; t1=$(now)
+        best=$(awk -v a="$best" -v b="$(calc "$t1 - $t0")" 'BEGIN { print (b < a) ? b : a }')
+    done
+    echo "$best"
+}
 source_dir() { # dir id payload-bytes
     mkdir -p "$1"
     cp testdata/sample/icon.png "$1/"
@@ -151,7 +159,7 @@ cp "$W/big.ampkg" "$W/d2/.packages/io.example.big_all.ampkg"
 start_server "$W/d2" "$W/d2.log" --sc "$W/store.p12" --sp password
 SIGNED_URL="http://127.0.0.1:$SPORT/package/download?id=io.example.big&hardware-id=08154711"
 t0=$(now); curl -s -o "$W/signed.ampkg" "$SIGNED_URL"; t1=$(now)
-echo "  first signed download (builds the signing cache): $(calc "$t1 - $t0")s"
+echo "  first signed download after the start-up scan: $(calc "$t1 - $t0")s"
 "$PACKAGER" store-verify-package "$W/signed.ampkg" "$W/store.crt" 08154711
 SIGNED_SPEED=$(best_speed "$SIGNED_URL")
 UNSIGNED_SPEED=$(best_speed "http://127.0.0.1:$MAIN_PORT/package/download?id=io.example.big")
@@ -159,15 +167,32 @@ echo "  signed $(calc "$SIGNED_SPEED / 1e6") MB/s, unsigned $(calc "$UNSIGNED_SP
 ok=$(awk -v a="$SIGNED_SPEED" -v b="$UNSIGNED_SPEED" 'BEGIN { print (a / b >= 0.8) ? 1 : 0 }')
 row "store-signed download (hardware id) / unsigned download, MB/s" "$(calc "$SIGNED_SPEED / $UNSIGNED_SPEED")" ">= 0.8" "$ok"
 
+# --- store-signed download right after an upload (the CI flow) ---------------------------
+mkdir -p "$W/d6"
+start_server "$W/d6" "$W/d6.log" --sc "$W/store.p12" --sp password
+URL6="http://127.0.0.1:$SPORT/package/download?id=io.example.big"
+t0=$(now); curl -s -T "$W/big.ampkg" "http://127.0.0.1:$SPORT/package/upload" > "$W/up6.json"; t1=$(now)
+grep -q '"status":"ok"' "$W/up6.json" || { cat "$W/up6.json"; exit 1; }
+echo "  upload with --sc: $(calc "$t1 - $t0")s"
+t0=$(now); curl -s -o "$W/first6.ampkg" "$URL6&hardware-id=08154711"; t1=$(now)
+FIRST_SIGNED=$(calc "$t1 - $t0")
+"$PACKAGER" store-verify-package "$W/first6.ampkg" "$W/store.crt" 08154711
+UNSIGNED_TIME=$(best_time "http://127.0.0.1:$MAIN_PORT/package/download?id=io.example.big")
+echo "  first signed download right after the upload ${FIRST_SIGNED}s, an unsigned download ${UNSIGNED_TIME}s"
+row "first signed download right after the upload / unsigned download (time)" "$(calc "$FIRST_SIGNED / $UNSIGNED_TIME")" "<= 1.2" "$(awk -v a="$FIRST_SIGNED" -v b="$UNSIGNED_TIME" 'BEGIN { print (a / b <= 1.2) ? 1 : 0 }')"
+LATER_SIGNED=$(best_time "$URL6&hardware-id=08154711")
+row "a later signed download / unsigned download (time)" "$(calc "$LATER_SIGNED / $UNSIGNED_TIME")" "<= 1.05" "$(awk -v a="$LATER_SIGNED" -v b="$UNSIGNED_TIME" 'BEGIN { print (a / b <= 1.05) ? 1 : 0 }')"
+for i in 1 2 3 4 5 6 7 8; do curl -s -o /dev/null "$URL6&hardware-id=device-$i" & done
+wait $(jobs -p | grep -v -e "^$MAIN_PID$" -e "^$SPID$") 2>/dev/null || true
+RSS6=$(awk '/VmHWM/ {print $2}' "/proc/$SPID/status")
+row "peak RSS after the upload and 8 parallel signed downloads (8 hardware ids), MiB" "$(calc "$RSS6 / 1024")" "<= 64" "$(awk -v a="$RSS6" 'BEGIN { print (a / 1024 <= 64) ? 1 : 0 }')"
+CACHE_BYTES=$(du -sb "$W/d6/.cache" | cut -f1)
+PACKAGES_BYTES=$(du -sb "$W/d6/.packages" | cut -f1)
+echo "  .cache/ ${CACHE_BYTES} bytes, .packages/ ${PACKAGES_BYTES} bytes"
+row "size of .cache/ / size of .packages/ after signed downloads" "$(calc "$CACHE_BYTES / $PACKAGES_BYTES")" "<= 0.01" "$(awk -v a="$CACHE_BYTES" -v b="$PACKAGES_BYTES" 'BEGIN { print (a / b <= 0.01) ? 1 : 0 }')"
+kill "$SPID"; wait "$SPID" 2>/dev/null || true
+
 # --- resume, 304 and the signing cache across a restart -------------------------------------
-best_time() { # curl options... -> seconds: best of 5
-    local best=999 t0 t1
-    for _ in 1 2 3 4 5; do
-        t0=$(now); curl -s -o /dev/null "$@"; t1=$(now)
-        best=$(awk -v a="$best" -v b="$(calc "$t1 - $t0")" 'BEGIN { print (b < a) ? b : a }')
-    done
-    echo "$best"
-}
 SIGNED_SIZE=$(stat -c %s "$W/signed.ampkg")
 ten() { # curl options... URL -> the same request 10 times over one connection, in one curl
     local url=${*: -1} args=()

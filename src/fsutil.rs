@@ -299,6 +299,71 @@ impl Dir {
         .map(|_| ())
     }
 
+    /// A new file of ours (a `TEMP_MARKER` name) to write, created here and never through a
+    /// link; the caller renames it into place or removes it.
+    pub fn create_temp(&self) -> io::Result<(std::ffi::OsString, File)> {
+        use std::os::fd::FromRawFd;
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let name = std::ffi::OsString::from(format!("{TEMP_MARKER}{}-{n}", std::process::id()));
+            let c = c_name(&name)?;
+            let flags =
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: valid descriptor and NUL-terminated name; we own the descriptor returned.
+            match check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags, 0o644) }) {
+                // SAFETY: a fresh descriptor nobody else owns.
+                Ok(fd) => return Ok((name, unsafe { File::from_raw_fd(fd) })),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Rename `name` to `new_name` in this directory, replacing what `new_name` was.
+    pub fn rename_replacing(
+        &self,
+        name: &std::ffi::OsStr,
+        new_name: &std::ffi::OsStr,
+    ) -> io::Result<()> {
+        let (from_c, to_c) = (c_name(name)?, c_name(new_name)?);
+        // SAFETY: a valid descriptor and NUL-terminated names.
+        check(unsafe { libc::renameat(self.raw(), from_c.as_ptr(), self.raw(), to_c.as_ptr()) })
+            .map(|_| ())
+    }
+
+    /// Replace `name` with `bytes`, all or nothing (a temporary file renamed over it; not
+    /// synced: for caches, which a crash may lose).
+    pub fn write_file(&self, name: &std::ffi::OsStr, bytes: &[u8]) -> io::Result<()> {
+        let (temp, mut file) = self.create_temp()?;
+        let written = file
+            .write_all(bytes)
+            .and_then(|()| self.rename_replacing(&temp, name));
+        if written.is_err() {
+            let _ = self.remove(&temp);
+        }
+        written
+    }
+
+    /// The bytes of `name` if it is a regular file of at most `max` bytes (never a link, a
+    /// FIFO or a device).
+    pub fn read_file(&self, name: &std::ffi::OsStr, max: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let file = self.open_file(name)?;
+        let stat = stat_file(&file)?;
+        if stat.kind != FileKind::Regular || stat.size > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a regular file of at most {max} bytes"),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(stat.size as usize);
+        file.take(max + 1).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > max {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "the file grew"));
+        }
+        Ok(bytes)
+    }
+
     /// Remove the file (or link) `name`.
     pub fn remove(&self, name: &std::ffi::OsStr) -> io::Result<()> {
         let c = c_name(name)?;

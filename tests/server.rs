@@ -1021,55 +1021,6 @@ fn an_upload_folder_that_is_a_symbolic_link_is_not_followed() {
 }
 
 #[test]
-fn the_signing_cache_survives_a_restart() {
-    use std::os::unix::fs::MetadataExt;
-    let certs = certificates();
-    let dir = tempfile::tempdir().unwrap();
-    let args: [&dyn AsRef<std::ffi::OsStr>; 4] =
-        [&"--sc", &certs.store_p12(), &"--sp", &P12_PASSWORD];
-    let server = Server::start(dir.path(), &args);
-    let package = make_package(dir.path(), "io.example.cached", &[], &[], "1", None);
-    server.upload(&package);
-    let first = server.get("/package/download?id=io.example.cached&hardware-id=a");
-    let body = |dir: &std::path::Path| {
-        std::fs::read_dir(dir.join(".cache"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.to_string_lossy().ends_with(".body.gz"))
-            .expect("a signing body in .cache/")
-    };
-    wait_until("the signing body", || {
-        std::fs::read_dir(dir.path().join(".cache"))
-            .unwrap()
-            .flatten()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".body.gz.check"))
-    });
-    let cached = body(dir.path());
-    let inode = std::fs::metadata(&cached).unwrap().ino();
-    drop(server);
-    // A body of a package that is no longer there is removed at start; ours is kept.
-    let stale = dir
-        .path()
-        .join(".cache")
-        .join(format!("{}.body.gz", "0".repeat(40)));
-    std::fs::write(&stale, b"stale").unwrap();
-    let server = Server::start(dir.path(), &args);
-    assert!(!stale.exists());
-    let again = server.get("/package/download?id=io.example.cached&hardware-id=a");
-    assert!(
-        again.body == first.body,
-        "the same request gives the same bytes"
-    );
-    assert_eq!(
-        std::fs::metadata(&cached).unwrap().ino(),
-        inode,
-        "the body was rebuilt"
-    );
-    read_bytes(&again.body).expect("the download reads back");
-}
-
-#[test]
 fn downloads_and_icons_answer_byte_ranges() {
     let certs = certificates();
     let p12 = certs.store_p12();

@@ -14,5 +14,6 @@ mod page;
 mod readme;
 mod robustness;
 mod server;
+mod splice;
 mod tags;
 mod vectors;

@@ -152,7 +152,7 @@ impl Body {
                 ..
             } => match range {
                 Some((first, last)) => last - first + 1,
-                None => length + tail.len() as u64,
+                None => length + tail.len(),
             },
         }
     }
@@ -198,9 +198,42 @@ pub enum Body {
     File {
         file: std::fs::File,
         length: u64,
-        tail: Vec<u8>,
+        tail: Tail,
         range: Option<(u64, u64)>,
     },
+}
+
+/// What follows a file in a `Body::File`: pieces shared with caches (the closing bytes, seam
+/// and signature footer of a signed download), never copied per connection.
+#[derive(Default)]
+pub struct Tail(pub Vec<Arc<Vec<u8>>>);
+
+impl Tail {
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|piece| piece.len() as u64).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Write the bytes `range` of the tail.
+    pub fn write_range(
+        &self,
+        range: std::ops::Range<u64>,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        let mut start = 0u64;
+        for piece in &self.0 {
+            let end = start + piece.len() as u64;
+            let (from, to) = (range.start.max(start), range.end.min(end));
+            if from < to {
+                out.write_all(&piece[(from - start) as usize..(to - start) as usize])?;
+            }
+            start = end;
+        }
+        Ok(())
+    }
 }
 
 pub struct Response {

@@ -5,7 +5,7 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 
 use super::conditional::Validators;
 use super::page;
-use super::{Body, Method, Request, Response};
+use super::{Body, Method, Request, Response, Tail};
 use crate::console::Event;
 use crate::fsutil::TempFile;
 use crate::package::WRONG_FILE_TYPE;
@@ -298,7 +298,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                 Ok((length, file)) => Body::File {
                     file,
                     length,
-                    tail: Vec::new(),
+                    tail: Tail::default(),
                     range: None,
                 },
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -312,7 +312,7 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
                 Ok(signed) => Body::File {
                     file: signed.body,
                     length: signed.body_length,
-                    tail: signed.tail,
+                    tail: Tail(signed.tail),
                     range: None,
                 },
                 Err(_) if state.store.forget_if_gone(&entry) => continue,

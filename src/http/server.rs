@@ -294,9 +294,8 @@ fn into_tiny_http(response: Response) -> tiny_http::Response {
             tail,
             range,
         } => {
-            let (first, last) =
-                range.unwrap_or((0, (length + tail.len() as u64).saturating_sub(1)));
-            let empty = length + tail.len() as u64 == 0;
+            let (first, last) = range.unwrap_or((0, (length + tail.len()).saturating_sub(1)));
+            let empty = length + tail.len() == 0;
             tiny_http::ResponseBody::Stream(Box::new(FileBody {
                 file,
                 file_length: length,
@@ -330,7 +329,7 @@ fn into_tiny_http(response: Response) -> tiny_http::Response {
 struct FileBody {
     file: File,
     file_length: u64,
-    tail: Vec<u8>,
+    tail: super::Tail,
     first: u64,
     count: u64,
 }
@@ -353,9 +352,7 @@ impl tiny_http::StreamBody for FileBody {
             self.first.min(file_length),
             end.min(file_length) - self.first.min(file_length),
         );
-        let in_tail = (self.first.max(file_length) - file_length) as usize
-            ..(end.max(file_length) - file_length) as usize;
-        let tail = self.tail.get(in_tail).unwrap_or(&[]);
+        let in_tail = self.first.max(file_length) - file_length..end.max(file_length) - file_length;
         let cork = |out: &tiny_http::Transport, on: libc::c_int| {
             set_option(out.tcp(), libc::IPPROTO_TCP, libc::TCP_CORK, &on)
         };
@@ -367,7 +364,7 @@ impl tiny_http::StreamBody for FileBody {
                 Some(socket) => send_file(&self.file, start, length, socket),
                 None => copy_file(&self.file, start, length, out),
             })
-            .and_then(|()| out.write_all(tail));
+            .and_then(|()| self.tail.write_range(in_tail, out));
         cork(out, 0)?;
         sent
     }

@@ -5,9 +5,15 @@ libarchive pads its output with zero bytes to a multiple of 10240, and a signatu
 appended cheaply as a second gzip member; the real client reads members as one stream only
 when no padding sits between them, so that is exactly what we accept: members back to back,
 then nothing but zeros.
+
+Decompression goes block by block (`inflate::BlockInflater`), so the reader always knows the
+last deflate block boundary: where it is in the file (to the bit), where in the decompressed
+stream, and the member's CRC-32 there. With `record_cut` on, it also keeps what verification
+needs to splice a signed download into this very file (`splice::CutRecorder`).
 */
 
-use flate2::bufread::GzDecoder;
+use super::inflate::{BlockInflater, Event};
+use super::splice::{Boundary, CutRecorder};
 use std::io::{self, BufRead, Read};
 
 /// The two bytes every gzip stream starts with.
@@ -32,13 +38,26 @@ pub fn is_wrong_file_type(error: &io::Error) -> bool {
 
 /// Decompresses concatenated gzip members, accepting trailing zero padding.
 pub struct GzipMembers<R: BufRead> {
-    state: State<R>,
+    input: R,
+    inflater: BlockInflater,
+    state: State,
+    /// Compressed bytes taken by the inflater, and decompressed bytes given out.
+    in_pos: u64,
+    out_pos: u64,
+    /// The last 8 input bytes taken (the newest in the low byte): a boundary's partial byte
+    /// is among them.
+    recent_input: u64,
+    /// Where the current member's output starts, and its CRC-32 so far.
+    member_start: u64,
+    member_crc: crc32fast::Hasher,
+    recorder: Option<Box<CutRecorder>>,
 }
 
-enum State<R: BufRead> {
-    Member(GzDecoder<R>),
-    /// Between members or after the last one: the raw input.
-    Between(R),
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Member,
+    /// Between members or after the last one.
+    Between,
     Done,
 }
 
@@ -49,18 +68,45 @@ impl<R: BufRead> GzipMembers<R> {
             return Err(io::Error::new(io::ErrorKind::InvalidData, WrongFileType));
         }
         Ok(GzipMembers {
-            state: State::Member(GzDecoder::new(input)),
+            input,
+            inflater: BlockInflater::new()?,
+            state: State::Member,
+            in_pos: 0,
+            out_pos: 0,
+            recent_input: 0,
+            member_start: 0,
+            member_crc: crc32fast::Hasher::new(),
+            recorder: None,
         })
     }
 
+    /// Keep what a signing cut needs while reading (`splice::CutRecorder`).
+    pub fn record_cut(mut self) -> Self {
+        self.recorder = Some(Box::default());
+        self
+    }
+
+    /// The recorder, when `record_cut` was asked for.
+    pub fn recorder(&mut self) -> Option<&mut CutRecorder> {
+        self.recorder.as_deref_mut()
+    }
+
+    /// Decompressed bytes given out so far.
+    pub fn position(&self) -> u64 {
+        self.out_pos
+    }
+
     /// After a member ended: start the next one, or check that only zeros follow.
-    fn next_member(&mut self, mut input: R) -> io::Result<()> {
-        if starts_with_magic(&mut input)? {
-            self.state = State::Member(GzDecoder::new(input));
+    fn next_member(&mut self) -> io::Result<()> {
+        if starts_with_magic(&mut self.input)? {
+            self.inflater.reset()?;
+            self.member_start = self.out_pos;
+            self.member_crc = crc32fast::Hasher::new();
+            self.state = State::Member;
             return Ok(());
         }
         loop {
-            let chunk = input.fill_buf()?;
+            let chunk = self.input.fill_buf()?;
             if chunk.is_empty() {
                 self.state = State::Done;
                 return Ok(());
@@ -72,8 +118,61 @@ impl<R: BufRead> GzipMembers<R> {
                 ));
             }
             let len = chunk.len();
-            input.consume(len);
+            self.input.consume(len);
         }
+    }
+
+    /// One inflate step into `buf`: returns the bytes produced (0 at a boundary or the
+    /// member's end).
+    fn inflate_step(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let input = self.input.fill_buf()?;
+        let at_eof = input.is_empty();
+        let step = self.inflater.inflate(input, buf)?;
+        for &byte in &input[step.consumed.saturating_sub(8)..step.consumed] {
+            self.recent_input = (self.recent_input << 8) | u64::from(byte);
+        }
+        self.input.consume(step.consumed);
+        self.in_pos += step.consumed as u64;
+        let output = &buf[..step.produced];
+        self.member_crc.update(output);
+        self.out_pos += step.produced as u64;
+        if let Some(recorder) = self.recorder.as_deref_mut() {
+            recorder.output(output);
+        }
+        match step.event {
+            Event::Boundary { unused_bits } => self.boundary(unused_bits),
+            Event::MemberEnd => self.state = State::Between,
+            Event::Progress if step.produced == 0 && (at_eof || step.consumed == 0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the gzip stream ends early",
+                ));
+            }
+            Event::Progress => {}
+        }
+        Ok(step.produced)
+    }
+
+    fn boundary(&mut self, unused_bits: u32) {
+        let Some(recorder) = self.recorder.as_deref_mut() else {
+            return;
+        };
+        let bit_position = (self.in_pos * 8).saturating_sub(u64::from(unused_bits));
+        let byte_index = bit_position / 8;
+        // How far back from the newest byte taken (0 = the newest).
+        let back = self.in_pos.saturating_sub(byte_index + 1);
+        let partial_byte = if bit_position % 8 != 0 && back < 8 {
+            (self.recent_input >> (8 * back)) as u8
+        } else {
+            0
+        };
+        recorder.boundary(Boundary {
+            bit_position,
+            partial_byte,
+            out_position: self.out_pos,
+            member_start: self.member_start,
+            member_crc: self.member_crc.clone().finalize(),
+        });
     }
 }
 
@@ -94,25 +193,14 @@ impl<R: BufRead> Read for GzipMembers<R> {
             return Ok(0);
         }
         loop {
-            match &mut self.state {
-                State::Member(decoder) => {
-                    let n = decoder.read(buf)?;
+            match self.state {
+                State::Member => {
+                    let n = self.inflate_step(buf)?;
                     if n > 0 {
                         return Ok(n);
                     }
-                    let State::Member(decoder) = std::mem::replace(&mut self.state, State::Done)
-                    else {
-                        unreachable!("state checked above")
-                    };
-                    self.state = State::Between(decoder.into_inner());
                 }
-                State::Between(_) => {
-                    let State::Between(input) = std::mem::replace(&mut self.state, State::Done)
-                    else {
-                        unreachable!("state checked above")
-                    };
-                    self.next_member(input)?;
-                }
+                State::Between => self.next_member()?,
                 State::Done => return Ok(0),
             }
         }
@@ -162,5 +250,9 @@ mod tests {
         let mut truncated = gz(b"some data to compress");
         truncated.truncate(truncated.len() - 4);
         assert!(read_all(truncated, 8192).is_err());
+        let mut wrong_crc = gz(b"some data to compress");
+        let at = wrong_crc.len() - 8;
+        wrong_crc[at] ^= 1;
+        assert!(read_all(wrong_crc, 8192).is_err());
     }
 }

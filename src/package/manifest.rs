@@ -30,6 +30,22 @@ pub struct Footer {
     pub has_format: bool,
 }
 
+impl Footer {
+    /// Take in the fields of a later footer entry: its keys replace earlier ones.
+    pub fn absorb(&mut self, later: Footer) {
+        self.has_format |= later.has_format;
+        for (slot, value) in [
+            (&mut self.digest, later.digest),
+            (&mut self.developer_signature, later.developer_signature),
+            (&mut self.store_signature, later.store_signature),
+        ] {
+            if value.is_some() {
+                *slot = value;
+            }
+        }
+    }
+}
+
 /// The fields of `info.yaml` the server uses.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Manifest {

@@ -10,10 +10,12 @@ packages and adds signature footers; `signature` does the PKCS#7 work. Every rej
 pub mod arch;
 pub mod digest;
 pub mod gzip;
+pub mod inflate;
 pub mod manifest;
 pub mod qdatastream;
 pub mod reader;
 pub mod signature;
+pub mod splice;
 pub mod tags;
 pub mod tarstream;
 pub mod writer;
@@ -57,6 +59,8 @@ pub struct PackageInfo {
     pub sha1: [u8; 20],
     /// Size of the whole package file as read.
     pub file_size: u64,
+    /// How store-signed downloads of it are made.
+    pub splice: splice::Splice,
 }
 
 impl PackageInfo {
@@ -72,6 +76,15 @@ impl PackageInfo {
             + self.version.as_deref().map_or(0, str::len)
             + self.tags.iter().map(|t| t.to_string().len()).sum::<usize>();
         size as u64
+    }
+
+    /// Take out the seam verification built for signed downloads (the store keeps it apart,
+    /// within a bound of its own).
+    pub fn take_seam(&mut self) -> Option<Vec<u8>> {
+        match &mut self.splice {
+            splice::Splice::Cut(cut) => cut.seam.take(),
+            splice::Splice::Recompress(_) => None,
+        }
     }
 
     /// The architecture as stored in file names: `all` for platform independent packages.

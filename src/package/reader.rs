@@ -13,6 +13,7 @@ use super::arch::ArchDetector;
 use super::digest::{PackageDigest, from_hex, to_hex};
 use super::gzip::GzipMembers;
 use super::manifest::{Footer, Header, Manifest, merge_footer, parse_header, parse_info};
+use super::splice::{CutPoint, CutRecorder, Splice};
 use super::tarstream::{EntryHead, LimitExceeded, TarReader, limit_io_error};
 use super::{FOOTER_ENTRY, HEADER_ENTRY, Limits, PackageError, PackageInfo};
 use openssl::sha::Sha1;
@@ -32,21 +33,34 @@ pub fn read_package<R: Read>(input: R, limits: &Limits) -> Result<PackageInfo, P
         size: 0,
         max_size: limits.max_package_size,
     };
-    let (parts, digest) = {
-        let gzip =
-            GzipMembers::new(BufReader::with_capacity(CHUNK, &mut source)).map_err(read_error)?;
+    let (parts, digest, splice) = {
+        let gzip = GzipMembers::new(BufReader::with_capacity(CHUNK, &mut source))
+            .map_err(read_error)?
+            .record_cut();
         let mut tar = tar_reader(gzip, limits);
         let mut state = ReadState::default();
-        while let Some(head) = tar.next_entry().map_err(read_error)? {
-            state.entry(&head, &mut tar.data(), limits)?;
+        let mut cut = CutChoice::default();
+        loop {
+            // The gzip layer is exactly at the next entry's start: a possible cut point.
+            tar.finish_entry().map_err(read_error)?;
+            let at = tar.inner_mut().position();
+            if let Some(recorder) = tar.inner_mut().recorder() {
+                recorder.mark(at);
+            }
+            let Some(head) = tar.next_entry().map_err(read_error)? else {
+                cut.end_of_archive(tar.inner_mut().recorder());
+                break;
+            };
+            let only_store_signature = state.entry(&head, &mut tar.data(), limits)?;
+            cut.after_entry(only_store_signature, tar.inner_mut().recorder());
         }
         let digest = state.check_complete()?;
         drain_padding(tar.into_inner())?;
-        (state, digest)
+        (state, digest, cut.into_splice())
     };
     // Reading the remainder of the file verifies the trailing zero padding and completes the hash.
     io::copy(&mut source, &mut io::sink()).map_err(read_error)?;
-    let info = parts.into_info(digest, source.sha1.finish(), source.size)?;
+    let info = parts.into_info(digest, source.sha1.finish(), source.size, splice)?;
     if info.listed_size() > limits.max_listed_size() {
         return Err(PackageError::Limit(format!(
             "the names, descriptions and categories are {} bytes, more than the {} bytes a package may list (a sixteenth of the maximum metadata size)",
@@ -97,6 +111,40 @@ pub fn tar_reader<R: Read>(decompressed: R, limits: &Limits) -> TarReader<R> {
     )
 }
 
+/// Where a signed download of the package is cut: the start of the trailing footers that
+/// carry nothing but a store signature (they are replaced), or else the end of the archive.
+#[derive(Default)]
+struct CutChoice {
+    point: Option<CutPoint>,
+    refused: Option<String>,
+}
+
+impl CutChoice {
+    fn after_entry(&mut self, only_store_signature: bool, recorder: Option<&mut CutRecorder>) {
+        if only_store_signature {
+            if self.point.is_none() {
+                self.point = recorder.and_then(CutRecorder::take_mark);
+            }
+        } else if self.point.take().is_some() {
+            self.refused = Some("a footer follows the store signature's footer".into());
+        }
+    }
+
+    fn end_of_archive(&mut self, recorder: Option<&mut CutRecorder>) {
+        if self.point.is_none() {
+            self.point = recorder.and_then(CutRecorder::take_mark);
+        }
+    }
+
+    fn into_splice(self) -> Splice {
+        match (self.refused, self.point) {
+            (Some(reason), _) => Splice::Recompress(reason),
+            (None, Some(point)) => point.into_splice(),
+            (None, None) => Splice::Recompress("no deflate block boundary was found".into()),
+        }
+    }
+}
+
 /// Where we are in the package's fixed entry order.
 #[derive(Default, PartialEq, Eq, Debug, Clone, Copy)]
 enum Stage {
@@ -123,12 +171,14 @@ struct ReadState {
 }
 
 impl ReadState {
+    /// Check and take in one entry. True when it is a footer with a store signature and no
+    /// digest: signing drops it.
     fn entry(
         &mut self,
         head: &EntryHead,
         entry: &mut impl Read,
         limits: &Limits,
-    ) -> Result<(), PackageError> {
+    ) -> Result<bool, PackageError> {
         let name = entry_name(&head.name)?;
         self.entries += 1;
         if self.entries > limits.max_entries {
@@ -166,7 +216,7 @@ impl ReadState {
             }
             self.header = Some(header);
             self.stage = Stage::Info;
-            return Ok(());
+            return Ok(false);
         }
         if self.stage == Stage::Header {
             return Err(PackageError::invalid(format!(
@@ -180,9 +230,12 @@ impl ReadState {
                 _ => {}
             }
             let text = read_metadata(entry, &name, size, limits)?;
-            merge_footer(&text, &mut self.footer).map_err(PackageError::Invalid)?;
+            let mut footer = Footer::default();
+            merge_footer(&text, &mut footer).map_err(PackageError::Invalid)?;
+            let only_store_signature = footer.store_signature.is_some() && footer.digest.is_none();
+            self.footer.absorb(footer);
             self.stage = Stage::Footers;
-            return Ok(());
+            return Ok(only_store_signature);
         }
         if self.stage == Stage::Footers {
             return Err(PackageError::invalid(format!(
@@ -196,7 +249,7 @@ impl ReadState {
         }
         check_path(&name)?;
 
-        match (self.stage, is_dir) {
+        let payload = match (self.stage, is_dir) {
             (Stage::Info, _) if is_dir || name != "info.yaml" => Err(PackageError::invalid(
                 format!("the first file in the package must be info.yaml, but is '{name}'"),
             )),
@@ -217,7 +270,8 @@ impl ReadState {
                 Ok(())
             }
             (_, false) => self.stream_file(entry, &name, size),
-        }
+        };
+        payload.map(|()| false)
     }
 
     fn info_entry(
@@ -354,6 +408,7 @@ impl ReadState {
         digest: [u8; 32],
         sha1: [u8; 20],
         file_size: u64,
+        splice: Splice,
     ) -> Result<PackageInfo, PackageError> {
         let (Some(header), Some(manifest)) = (self.header, self.manifest) else {
             return Err(PackageError::invalid("the package is incomplete"));
@@ -380,6 +435,7 @@ impl ReadState {
             store_signature: decode_signature(self.footer.store_signature, "storeSignature")?,
             sha1,
             file_size,
+            splice,
         })
     }
 }

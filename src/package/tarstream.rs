@@ -171,6 +171,22 @@ impl<R: Read> TarReader<R> {
         Ok(())
     }
 
+    /// The underlying stream, while reading.
+    pub fn inner_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Skip the rest of the current entry: the stream is then at the next entry's start.
+    pub fn finish_entry(&mut self) -> io::Result<()> {
+        if let Some(error) = self.fused() {
+            return Err(error);
+        }
+        if self.ended {
+            return Ok(());
+        }
+        self.skip_rest().map_err(|e| self.fail(e))
+    }
+
     /// The next entry, skipping the rest of the current one; `None` at the end of the archive.
     pub fn next_entry(&mut self) -> io::Result<Option<EntryHead>> {
         if let Some(error) = self.fused() {

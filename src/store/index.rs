@@ -17,6 +17,7 @@ use crate::package::tags::TagFilter;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 /// Icons up to this size are kept in memory; Qt's installer refuses packages with larger
@@ -49,8 +50,11 @@ pub struct Entry {
     pub inode: u64,
     /// The file's modification time when it was verified (`Last-Modified` of downloads).
     pub modified: std::time::SystemTime,
-    /// The store-signing body (a gzip member of the tar stream without its end), once built.
-    pub signing_body: Mutex<Option<PathBuf>>,
+    /// Whether the recompressed signing body of a package that cannot be cut was built
+    /// (`signing`); held while it is built.
+    pub signing_body: Mutex<bool>,
+    /// Removed or replaced: background work for it stops, and leaves nothing behind.
+    pub discarded: AtomicBool,
 }
 
 impl Entry {
@@ -71,6 +75,7 @@ impl Entry {
         };
         info.extra = None;
         info.extra_signed = None;
+        info.take_seam();
         info.developer_signature = None;
         info.store_signature = None;
         Entry {
@@ -79,7 +84,8 @@ impl Entry {
             path,
             inode,
             modified,
-            signing_body: Mutex::new(None),
+            signing_body: Mutex::new(false),
+            discarded: AtomicBool::new(false),
         }
     }
 

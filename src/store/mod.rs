@@ -15,11 +15,14 @@ nothing that devices download. Errors say whose fault they are (`InstallError`).
 */
 
 pub mod index;
+mod lru;
+mod records;
 pub mod signing;
 
 use crate::console::{Console, Event, Line};
 use crate::fsutil::{TEMP_MARKER, TempFile};
 use crate::package::signature::{TrustStore, digest_content};
+use crate::package::splice::Splice;
 use crate::package::{Limits, PackageInfo, read_package};
 use index::{Entry, Index, file_name};
 use std::fs::{self, File};
@@ -230,7 +233,7 @@ impl Store {
     ) -> Store {
         let cache_dir = data_dir.join(CACHE_DIR);
         Store {
-            signer: signing_key.map(|key| signing::StoreSigner::new(key, &cache_dir, limits)),
+            signer: signing_key.map(|key| signing::StoreSigner::new(key, limits)),
             data_dir: data_dir.to_path_buf(),
             packages_dir: data_dir.join(PACKAGES_DIR),
             upload_dir: data_dir.join(UPLOAD_DIR),
@@ -248,11 +251,7 @@ impl Store {
     /// Create the folders (`.cache/` only when downloads are store-signed) and remove what a
     /// killed earlier run left behind.
     pub fn prepare(&self) -> Result<(), String> {
-        let mut dirs = vec![&self.packages_dir, &self.upload_dir, &self.remove_dir];
-        if self.signer.is_some() {
-            dirs.push(&self.cache_dir);
-        }
-        for dir in dirs {
+        for dir in [&self.packages_dir, &self.upload_dir, &self.remove_dir] {
             fs::create_dir_all(dir)
                 .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
         }
@@ -266,36 +265,42 @@ impl Store {
         for dir in [&self.data_dir, &self.packages_dir] {
             remove_temp_files(dir, None);
         }
-        remove_temp_files(&self.cache_dir, None);
+        if let Some(signer) = &self.signer {
+            signer.open_cache(open_cache_dir(&self.cache_dir)?);
+        }
         Ok(())
     }
 
-    /// After the packages are loaded: keep the signing bodies a previous run built for them,
-    /// remove everything else in `.cache/` (bodies of packages that are gone, or changed).
-    fn keep_signing_cache(&self, index: &Index) {
-        let Some(signer) = &self.signer else { return };
-        let mut kept = std::collections::HashSet::new();
-        for entry in index.entries() {
-            if signer.keep_cached_body(entry) {
-                let body = signer.body_path(&entry.info.sha1);
-                kept.insert(signing::check_path(&body));
-                kept.insert(body);
-            }
-        }
-        if let Ok(files) = fs::read_dir(&self.cache_dir) {
-            for file in files.flatten() {
-                if !kept.contains(&file.path()) {
-                    let _ = fs::remove_file(file.path());
-                }
-            }
+    /// Remove the temporary files of this process (at shutdown; `.cache/` is cleaned at the
+    /// next start).
+    pub fn remove_own_temp_files(&self) {
+        let pid = std::process::id();
+        for dir in [&self.data_dir, &self.packages_dir] {
+            remove_temp_files(dir, Some(pid));
         }
     }
 
-    /// Remove the temporary files of this process (at shutdown).
-    pub fn remove_own_temp_files(&self) {
-        let pid = std::process::id();
-        for dir in [&self.data_dir, &self.packages_dir, &self.cache_dir] {
-            remove_temp_files(dir, Some(pid));
+    /// What `.cache/` and the signer drop for `entry`, removed or replaced (after the
+    /// mutation lock: it never waits for anything).
+    fn discard_signing(&self, entry: &Entry) {
+        entry.discarded.store(true, Ordering::Release);
+        if let Some(signer) = &self.signer {
+            signer.discard(entry);
+        }
+    }
+
+    /// A console note for a package added: one a device may refuse, or one whose signed
+    /// downloads are made from a recompressed copy.
+    fn entry_warning(&self, entry: &Entry) -> Option<String> {
+        let recompressed = match (&self.signer, &entry.info.splice) {
+            (Some(_), Splice::Recompress(reason)) => Some(format!(
+                "signed downloads of it are made from a recompressed copy: {reason}"
+            )),
+            _ => None,
+        };
+        match (device_warning(entry), recompressed) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
         }
     }
 
@@ -347,19 +352,21 @@ impl Store {
         let results = verify_in_parallel(&files, |path| self.verify_stored(path));
         let mut lines = Vec::new();
         let mut index = Index::default();
+        let mut cached = std::collections::HashSet::new();
         for (path, result) in files.iter().zip(results) {
             let name = display_name(path);
             match result {
-                Ok(entry) => {
+                Ok((entry, kept)) => {
                     let (id, arch) = (entry.id().to_string(), entry.arch().to_string());
                     lines.push(Event::Adding {
                         id: id.clone(),
                         arch: arch.clone(),
                     });
-                    if let Some(reason) = device_warning(&entry) {
+                    if let Some(reason) = self.entry_warning(&entry) {
                         lines.push(Event::Warning { id, arch, reason });
                     }
                     index.insert(Arc::new(entry));
+                    cached.extend(kept);
                 }
                 Err(reason) => lines.push(Event::Skipping { file: name, reason }),
             }
@@ -370,13 +377,18 @@ impl Store {
         for line in &lines {
             self.console.event(line);
         }
-        self.keep_signing_cache(&index);
+        if let Some(signer) = &self.signer {
+            signer.remove_cached_except(&cached);
+        }
         *self.index() = index;
     }
 
-    fn verify_stored(&self, path: &Path) -> Result<Entry, String> {
+    /// Verify a package file in `.packages/`; with store signing, also what `.cache/` keeps
+    /// for it (the names of its files there).
+    fn verify_stored(&self, path: &Path) -> Result<(Entry, Vec<std::ffi::OsString>), String> {
         let file = open_regular(path)?;
-        let info = self.verify(&file)?;
+        let mut info = self.verify(&file)?;
+        let seam = info.take_seam();
         let expected = file_name(&info.id, info.architecture_name());
         if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
             return Err(format!(
@@ -387,7 +399,12 @@ impl Store {
         let metadata = file
             .metadata()
             .map_err(|e| format!("could not read {}: {e}", display_name(path)))?;
-        Ok(new_entry(info, path.to_path_buf(), &metadata))
+        let entry = new_entry(info, path.to_path_buf(), &metadata);
+        let cached = match &self.signer {
+            Some(signer) => signer.adopt(&entry, seam),
+            None => Vec::new(),
+        };
+        Ok((entry, cached))
     }
 
     /// Read and check a package: format, digest, and (when configured) the developer
@@ -452,7 +469,8 @@ impl Store {
 
     /// Put the verified `file` into `.packages/` as the package `info` describes, replacing one
     /// with the same id and architecture; when that one is identical, nothing changes.
-    fn commit(&self, info: PackageInfo, mut file: TempFile) -> Result<Installed, InstallError> {
+    fn commit(&self, mut info: PackageInfo, mut file: TempFile) -> Result<Installed, InstallError> {
+        let seam = info.take_seam();
         let arch = info.architecture_name().to_string();
         let id = info.id.clone();
         let destination = self.packages_dir.join(file_name(&id, &arch));
@@ -462,7 +480,7 @@ impl Store {
             ))
         };
 
-        let _changing = self.mutation();
+        let changing = self.mutation();
         let existing = self.index().get(&id, &arch);
         if existing.as_ref().is_some_and(|e| e.info.sha1 == info.sha1) {
             return Ok(Installed {
@@ -479,13 +497,14 @@ impl Store {
         let metadata = file.file().metadata().map_err(store_error)?;
         file.persist(&destination).map_err(store_error)?;
         let entry = Arc::new(new_entry(info, destination, &metadata));
-        let warning = device_warning(&entry);
+        let warning = self.entry_warning(&entry);
         if let Some(signer) = &self.signer {
-            signer.prepare(entry.clone());
+            signer.prepare(entry.clone(), seam);
         }
         let previous = self.index().insert(entry);
+        drop(changing);
         if let Some(previous) = previous {
-            previous.discard_signing_body();
+            self.discard_signing(&previous);
         }
         Ok(Installed {
             id,
@@ -510,7 +529,7 @@ impl Store {
     }
 
     fn remove_entries(&self, select: impl FnOnce(&Index) -> Vec<Arc<Entry>>) -> Vec<Arc<Entry>> {
-        let _changing = self.mutation();
+        let changing = self.mutation();
         let matches = select(&self.index());
         let mut removed = Vec::new();
         for entry in matches {
@@ -526,8 +545,11 @@ impl Store {
                 }
             }
             self.index().remove(entry.id(), entry.arch());
-            entry.discard_signing_body();
             removed.push(entry);
+        }
+        drop(changing);
+        for entry in &removed {
+            self.discard_signing(entry);
         }
         if !removed.is_empty() {
             let _ = File::open(&self.packages_dir).and_then(|d| d.sync_all());
@@ -538,7 +560,7 @@ impl Store {
     /// When `entry`'s file is no longer in `.packages/` (deleted under the running server),
     /// drop it from the index and say so. True if it was gone.
     pub fn forget_if_gone(&self, entry: &Arc<Entry>) -> bool {
-        let _changing = self.mutation();
+        let changing = self.mutation();
         let current = self.index().get(entry.id(), entry.arch());
         if !current.is_some_and(|c| Arc::ptr_eq(&c, entry)) {
             return false; // replaced by a newer package: not gone
@@ -548,7 +570,8 @@ impl Store {
             return false;
         }
         self.index().remove(entry.id(), entry.arch());
-        entry.discard_signing_body();
+        drop(changing);
+        self.discard_signing(entry);
         self.console.event(&Event::Failed {
             file: entry.file_name(),
             reason: format!(
@@ -603,18 +626,26 @@ impl Entry {
         }
         Ok(file)
     }
+}
 
-    fn discard_signing_body(&self) {
-        let body = self
-            .signing_body
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(path) = body {
-            let _ = fs::remove_file(signing::check_path(&path));
-            let _ = fs::remove_file(path);
-        }
+/// `.cache/`, opened by descriptor. Created when missing; a symbolic link in its place (which
+/// would put our files elsewhere) is removed first.
+fn open_cache_dir(path: &Path) -> Result<crate::fsutil::Dir, String> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(path).map_err(|e| {
+            format!(
+                "{} is a symbolic link and cannot be removed: {e}",
+                path.display()
+            )
+        })?;
     }
+    match fs::create_dir(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(format!("could not create {}: {e}", path.display()));
+        }
+        _ => {}
+    }
+    crate::fsutil::Dir::open(path).map_err(|e| format!("could not open {}: {e}", path.display()))
 }
 
 /// Open `path` for reading if it is a regular file, never following a link or blocking on a

@@ -1,121 +1,114 @@
 /*!
 Store-signing downloads without rebuilding the package.
 
-The reference extracts and rebuilds the whole package for every signed download. A gzip file
-may consist of several members that the device reads as one stream, so we build once per
-package a gzip member holding its tar stream up to (not including) the end-of-archive blocks and
-without any earlier store signature (the "signing body", kept in `.cache/`), and per download
-send that file followed by a small second member with the new `storeSignature` footer and the
-end-of-archive blocks. The digest is unchanged, and the per-download cost is one PKCS#7
-signature plus a few hundred bytes of gzip.
+The reference extracts and rebuilds the whole package for every signed download. We send the
+uploaded file's own bytes up to the cut verification found, then a computed tail: the closing
+bytes of that member, the seam member, and a member with the new `storeSignature` footer and
+the end of the archive (`package::splice`). The per-download cost is one PKCS#7 signature
+(cached per package and hardware id) plus a few hundred bytes of gzip; nothing is recompressed
+and nothing is copied to disk but a small record (`records`).
+
+A package that cannot be cut (`Splice::Recompress`: rare, said on the console when it is
+added) is signed as before: a gzip member holding its tar stream up to the end of the archive
+and without earlier store signatures is built once into `.cache/`, in the background.
 */
 
 use super::index::Entry;
-use crate::fsutil::TempFile;
+use super::lru::ByteLru;
+use super::records;
+use crate::fsutil::Dir;
 use crate::package::Limits;
 use crate::package::digest::to_hex;
 use crate::package::signature::{SigningKey, store_content};
+use crate::package::splice::{Cut, Splice, rebuild_seam};
 use crate::package::writer::{
     END_OF_ARCHIVE, SignatureKind, copy_entries, footer_entry, signature_footer_text,
 };
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// A signed download: `body_length` bytes of the cached body file, then `tail`.
 /// Changes whenever the layout of signed downloads changes, so their `ETag`s do too.
-const SIGNED_DOWNLOAD_FORMAT: &[u8] = b"amps-signed-1\0";
+const SIGNED_DOWNLOAD_FORMAT: &[u8] = b"amps-signed-2\0";
+/// Bytes of signature footer members kept (per package and hardware id).
+const FOOTER_CACHE_BYTES: usize = 4 << 20;
+/// Bytes of seams kept in memory (per package).
+const SEAM_CACHE_BYTES: usize = 16 << 20;
+/// Packages waiting for background work (records, rebuilt seams, recompressed bodies); when
+/// full, the work is done at the first signed download instead.
+const QUEUE_LENGTH: usize = 16;
 
+/// A signed download: `body_length` bytes of `body`, then the pieces of `tail`.
 pub struct SignedDownload {
     pub body: File,
     pub body_length: u64,
-    pub tail: Vec<u8>,
+    pub tail: Vec<Arc<Vec<u8>>>,
 }
 
 pub struct StoreSigner {
     key: SigningKey,
-    cache_dir: PathBuf,
-    /// The limits packages were verified with: the signing copy reads with the same.
+    /// `.cache/`, opened once by `open_cache`.
+    cache: OnceLock<Dir>,
+    /// The limits packages were verified with: a recompressed copy reads with the same.
     limits: Limits,
-    /// Entries whose signing body a background thread builds ahead of the first download.
-    pending: Mutex<Option<Sender<Arc<Entry>>>>,
-    /// Recent signed tails: signatures are deterministic, so a resumed or ranged download
-    /// (RAUC-style clients ask for many ranges) costs no RSA signature after the first.
-    tails: Mutex<TailCache>,
-}
-
-/// Signed tails by (package SHA-1, hardware id), the oldest dropped beyond `TAIL_CACHE_BYTES`.
-#[derive(Default)]
-struct TailCache {
-    tails: HashMap<([u8; 20], String), Arc<Vec<u8>>>,
-    order: VecDeque<([u8; 20], String)>,
-    bytes: usize,
-}
-
-/// Bytes of signed tails (and their keys) kept.
-const TAIL_CACHE_BYTES: usize = 4 << 20;
-
-impl TailCache {
-    fn get(&self, key: &([u8; 20], String)) -> Option<Arc<Vec<u8>>> {
-        self.tails.get(key).cloned()
-    }
-
-    fn insert(&mut self, key: ([u8; 20], String), tail: Arc<Vec<u8>>) {
-        let size = |key: &([u8; 20], String), tail: &[u8]| 20 + key.1.len() + tail.len();
-        let bytes = size(&key, &tail);
-        if bytes > TAIL_CACHE_BYTES || self.tails.contains_key(&key) {
-            return;
-        }
-        while self.bytes + bytes > TAIL_CACHE_BYTES {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = self.tails.remove(&oldest) {
-                self.bytes -= size(&oldest, &old);
-            }
-        }
-        self.bytes += bytes;
-        self.order.push_back(key.clone());
-        self.tails.insert(key, tail);
-    }
+    queue: Mutex<Option<SyncSender<Arc<Entry>>>>,
+    /// Signature footer members by (package SHA-1, hardware id): signatures are deterministic,
+    /// so a resumed or ranged download costs no signature after the first.
+    footers: Mutex<ByteLru<([u8; 20], String)>>,
+    /// Seams by package SHA-1.
+    seams: Mutex<ByteLru<[u8; 20]>>,
+    /// Signatures made, and seams rebuilt from package files.
+    pub signatures: AtomicU64,
+    pub seams_rebuilt: AtomicU64,
 }
 
 impl StoreSigner {
-    /// A signer whose background builder thread runs until the signer is dropped.
-    pub fn new(key: SigningKey, cache_dir: &Path, limits: Limits) -> Arc<StoreSigner> {
-        let (sender, receiver) = channel::<Arc<Entry>>();
+    /// A signer whose background thread runs until the signer is dropped.
+    pub fn new(key: SigningKey, limits: Limits) -> Arc<StoreSigner> {
+        let (sender, receiver) = sync_channel::<Arc<Entry>>(QUEUE_LENGTH);
         let signer = Arc::new(StoreSigner {
             key,
-            cache_dir: cache_dir.to_path_buf(),
+            cache: OnceLock::new(),
             limits,
-            pending: Mutex::new(Some(sender)),
-            tails: Mutex::default(),
+            queue: Mutex::new(Some(sender)),
+            footers: Mutex::new(ByteLru::new(FOOTER_CACHE_BYTES)),
+            seams: Mutex::new(ByteLru::new(SEAM_CACHE_BYTES)),
+            signatures: AtomicU64::new(0),
+            seams_rebuilt: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&signer);
-        std::thread::spawn(move || {
-            for entry in receiver {
-                let Some(signer) = weak.upgrade() else { break };
-                // Errors show at the download that needs the body.
-                let _ = signer.signing_body(&entry);
-            }
-        });
+        std::thread::spawn(move || background(weak, receiver));
         signer
     }
 
-    /// Build the signing body of `entry` in the background.
-    pub fn prepare(&self, entry: Arc<Entry>) {
-        if let Some(sender) = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
+    /// Use `cache` (`.cache/`, opened by descriptor) from now on.
+    pub fn open_cache(&self, cache: Dir) {
+        let _ = self.cache.set(cache);
+    }
+
+    fn cache(&self) -> Result<&Dir, String> {
+        self.cache
+            .get()
+            .ok_or_else(|| "the signing cache is not open".to_string())
+    }
+
+    /// A package was added: keep the seam verification built, and have the rest done in the
+    /// background (its record, or a rebuilt seam, or a recompressed body).
+    pub fn prepare(&self, entry: Arc<Entry>, seam: Option<Vec<u8>>) {
+        if let Some(seam) = seam {
+            self.remember_seam(&entry, Arc::new(seam));
+        }
+        let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sender) = queue.as_ref()
+            && let Err(TrySendError::Full(_)) = sender.try_send(entry)
         {
-            let _ = sender.send(entry);
+            // Done at the first signed download instead.
         }
     }
 
@@ -142,148 +135,289 @@ impl StoreSigner {
 
     /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).
     pub fn sign(&self, entry: &Entry, hardware_id: &str) -> Result<SignedDownload, String> {
-        let body = self.signing_body(entry)?;
+        let footer = self.footer_member(entry, hardware_id)?;
+        match &entry.info.splice {
+            Splice::Cut(cut) => {
+                let seam = self.seam(entry, cut)?;
+                let body = entry
+                    .open()
+                    .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
+                Ok(SignedDownload {
+                    body,
+                    body_length: cut.keep,
+                    tail: vec![Arc::new(cut.closing.clone()), seam, footer],
+                })
+            }
+            Splice::Recompress(_) => {
+                let body = self.recompressed_body(entry)?;
+                let body_length = body
+                    .metadata()
+                    .map_err(|e| format!("could not read the signing cache: {e}"))?
+                    .len();
+                Ok(SignedDownload {
+                    body,
+                    body_length,
+                    tail: vec![footer],
+                })
+            }
+        }
+    }
+
+    /// The gzip member with the store signature for `hardware_id` in a footer, then the end
+    /// of the archive.
+    fn footer_member(&self, entry: &Entry, hardware_id: &str) -> Result<Arc<Vec<u8>>, String> {
         let key = (entry.info.sha1, hardware_id.to_string());
         // Looked up in a statement of its own: the lock must not live into the match.
         let cached = self
-            .tails
+            .footers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key);
-        let tail = match cached {
-            Some(tail) => tail,
-            None => {
-                let tail = Arc::new(self.signed_tail(entry, hardware_id)?);
-                self.tails
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, tail.clone());
-                tail
-            }
-        };
-        let body_length = body
-            .metadata()
-            .map_err(|e| format!("could not read the signing cache: {e}"))?
-            .len();
-        Ok(SignedDownload {
-            body,
-            body_length,
-            tail: tail.to_vec(),
-        })
-    }
-
-    /// The gzip member after the body: the store signature for `hardware_id` in a footer,
-    /// then the end of the archive.
-    fn signed_tail(&self, entry: &Entry, hardware_id: &str) -> Result<Vec<u8>, String> {
+        if let Some(footer) = cached {
+            return Ok(footer);
+        }
         let content = store_content(&entry.info.digest, hardware_id).map_err(|e| e.to_string())?;
         let signature = self
             .key
             .sign(content.as_bytes())
             .map_err(|e| e.to_string())?;
-        let mut tail = GzEncoder::new(Vec::with_capacity(4096), Compression::fast());
+        self.signatures.fetch_add(1, Ordering::Relaxed);
+        let mut member = GzEncoder::new(Vec::with_capacity(4096), Compression::fast());
         let footer = footer_entry(&signature_footer_text(SignatureKind::Store, &signature));
-        let tail = tail
+        let member = member
             .write_all(&footer)
-            .and_then(|_| tail.write_all(&END_OF_ARCHIVE))
-            .and_then(|_| tail.finish())
+            .and_then(|_| member.write_all(&END_OF_ARCHIVE))
+            .and_then(|_| member.finish())
             .map_err(|e| format!("could not build the signature footer: {e}"))?;
-        Ok(tail)
+        let member = Arc::new(member);
+        self.footers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, member.clone());
+        Ok(member)
     }
 
-    /// The entry's signing body, built on first use (one build at a time per package).
-    fn signing_body(&self, entry: &Entry) -> Result<File, String> {
-        let mut slot = entry.signing_body.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(path) = slot.as_ref()
-            && let Ok(file) = File::open(path)
+    /// The seam of `entry`: from memory, from its record, or rebuilt from the package file.
+    fn seam(&self, entry: &Entry, cut: &Cut) -> Result<Arc<Vec<u8>>, String> {
+        if cut.cut == cut.boundary {
+            return Ok(Arc::new(Vec::new()));
+        }
+        let cached = self
+            .seams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&entry.info.sha1);
+        if let Some(seam) = cached {
+            return Ok(seam);
+        }
+        let recorded = self
+            .cache()
+            .ok()
+            .and_then(|cache| records::read_seam(cache, entry, cut));
+        let seam = match recorded {
+            Some(seam) => Arc::new(seam),
+            None => {
+                let file = entry
+                    .open()
+                    .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
+                let seam = rebuild_seam(file, cut)
+                    .map_err(|e| format!("could not read {}: {e}", entry.file_name()))?;
+                self.seams_rebuilt.fetch_add(1, Ordering::Relaxed);
+                let seam = Arc::new(seam);
+                self.record(entry, cut, &seam);
+                seam
+            }
+        };
+        self.seams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.info.sha1, seam.clone());
+        Ok(seam)
+    }
+
+    fn remember_seam(&self, entry: &Entry, seam: Arc<Vec<u8>>) {
+        self.seams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(entry.info.sha1, seam);
+    }
+
+    /// Keep `seam` in `.cache/` when it is small enough beside its package.
+    fn record(&self, entry: &Entry, cut: &Cut, seam: &[u8]) {
+        if records::worth_recording(seam.len(), entry.info.file_size)
+            && let Ok(cache) = self.cache()
         {
+            // A cache: when it cannot be written, the seam is rebuilt when needed.
+            let _ = records::write_seam(cache, entry, cut, seam);
+        }
+    }
+
+    /// The background work for a package just added.
+    fn prepare_now(&self, entry: &Entry) {
+        match &entry.info.splice {
+            Splice::Cut(cut) => {
+                let cached = self
+                    .seams
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&entry.info.sha1);
+                match cached {
+                    Some(seam) => self.record(entry, cut, &seam),
+                    // Errors show at the download that needs the seam.
+                    None => drop(self.seam(entry, cut)),
+                }
+            }
+            Splice::Recompress(_) => drop(self.recompressed_body(entry)),
+        }
+    }
+
+    /// At start, for a package just verified: keep the seam verification built (in memory as
+    /// room allows; in a record when it is worth one), or the body a previous run built.
+    /// Returns the names in `.cache/` that belong to `entry`.
+    pub fn adopt(&self, entry: &Entry, seam: Option<Vec<u8>>) -> Vec<OsString> {
+        let Ok(cache) = self.cache() else {
+            return Vec::new();
+        };
+        let sha1 = &entry.info.sha1;
+        match &entry.info.splice {
+            Splice::Cut(cut) => {
+                let recorded = records::read_seam(cache, entry, cut).is_some()
+                    || seam.as_ref().is_some_and(|seam| {
+                        records::worth_recording(seam.len(), entry.info.file_size)
+                            && records::write_seam(cache, entry, cut, seam).is_ok()
+                    });
+                if let Some(seam) = seam {
+                    self.remember_seam(entry, Arc::new(seam));
+                }
+                if recorded {
+                    vec![records::seam_name(sha1)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Splice::Recompress(_) if self.keep_recompressed_body(cache, entry) => {
+                vec![records::body_name(sha1), records::body_check_name(sha1)]
+            }
+            Splice::Recompress(_) => Vec::new(),
+        }
+    }
+
+    /// After the start-up scan: remove everything in `.cache/` but `kept` (what older versions
+    /// or removed packages left, temporary files, anything that is not ours).
+    pub fn remove_cached_except(&self, kept: &HashSet<OsString>) {
+        let Ok(cache) = self.cache() else { return };
+        for name in cache.names().unwrap_or_default() {
+            if !kept.contains(&name) {
+                let _ = cache.remove(&name);
+            }
+        }
+    }
+
+    /// `entry` is gone or replaced: drop what `.cache/` and memory hold for it. Never waits
+    /// for a body being built (that build removes its own result when it ends).
+    pub fn discard(&self, entry: &Entry) {
+        let sha1 = &entry.info.sha1;
+        self.seams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sha1);
+        let Ok(cache) = self.cache() else { return };
+        let _ = cache.remove(&records::seam_name(sha1));
+        entry
+            .discarded
+            .store(true, std::sync::atomic::Ordering::Release);
+        if let Ok(mut built) = entry.signing_body.try_lock()
+            && std::mem::take(&mut *built)
+        {
+            let _ = cache.remove(&records::body_check_name(sha1));
+            let _ = cache.remove(&records::body_name(sha1));
+        }
+    }
+
+    /// The recompressed body of `entry`, built on first use (one build at a time per package).
+    fn recompressed_body(&self, entry: &Entry) -> Result<File, String> {
+        let cache = self.cache()?;
+        let sha1 = &entry.info.sha1;
+        let mut built = entry.signing_body.lock().unwrap_or_else(|p| p.into_inner());
+        if *built && let Some(file) = open_body(cache, sha1) {
             return Ok(file);
         }
         let source = entry
             .open()
             .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
-        let path = self.body_path(&entry.info.sha1);
-        let mut temp = TempFile::new_in(&self.cache_dir)
+        let (temp, file) = cache
+            .create_temp()
             .map_err(|e| format!("could not create a file in the signing cache: {e}"))?;
-        {
-            let mut gzip = GzEncoder::new(
-                BufWriter::with_capacity(256 * 1024, temp.file()),
-                Compression::new(6),
-            );
-            copy_entries(source, &mut gzip, SignatureKind::Store, &self.limits)
-                .map_err(|e| e.to_string())?;
-            let mut out = gzip
-                .finish()
-                .map_err(|e| format!("could not write the signing cache: {e}"))?;
-            out.flush()
-                .map_err(|e| format!("could not write the signing cache: {e}"))?;
-        }
-        temp.persist(&path)
-            .map_err(|e| format!("could not write the signing cache: {e}"))?;
-        let file =
-            File::open(&path).map_err(|e| format!("could not open the signing cache: {e}"))?;
-        // What the body is, so a later start can keep it (`keep_cached_body`).
-        if let Ok(stat) = crate::fsutil::stat_file(&file) {
-            let _ = crate::fsutil::write_atomically(&check_path(&path), |f| {
-                f.write_all(check_text(&stat).as_bytes())
+        let written = write_body(source, &file, &self.limits)
+            .and_then(|()| {
+                cache
+                    .rename_replacing(&temp, &records::body_name(sha1))
+                    .map_err(|e| format!("could not write the signing cache: {e}"))
+            })
+            .and_then(|()| {
+                let stat = crate::fsutil::stat_file(&file)
+                    .map_err(|e| format!("could not read the signing cache: {e}"))?;
+                cache
+                    .write_file(
+                        &records::body_check_name(sha1),
+                        records::body_check_text(&stat).as_bytes(),
+                    )
+                    .map_err(|e| format!("could not write the signing cache: {e}"))
             });
+        if let Err(e) = written {
+            let _ = cache.remove(&temp);
+            return Err(e);
         }
-        *slot = Some(path);
+        if entry.discarded.load(Ordering::Acquire) {
+            let _ = cache.remove(&records::body_check_name(sha1));
+            let _ = cache.remove(&records::body_name(sha1));
+            return Err("the package was removed".into());
+        }
+        *built = true;
         Ok(file)
     }
 
-    /// Where the signing body of a package with SHA-1 `sha1` lives.
-    pub fn body_path(&self, sha1: &[u8; 20]) -> PathBuf {
-        self.cache_dir
-            .join(format!("{}.body.gz", crate::package::digest::to_hex(sha1)))
-    }
-
     /// At start: use the body a previous run built for `entry`, if it is still the file that
-    /// run wrote (size, modification time and inode as its `.check` file says: cheap, no
-    /// re-reading). The first signed download after a restart is then as fast as any.
-    pub fn keep_cached_body(&self, entry: &Entry) -> bool {
-        let path = self.body_path(&entry.info.sha1);
-        let Ok(file) = File::open(&path) else {
-            return false;
-        };
-        let same = crate::fsutil::stat_file(&file).is_ok_and(|stat| {
-            std::fs::read_to_string(check_path(&path)).is_ok_and(|t| t == check_text(&stat))
-        });
+    /// run wrote (size, modification time and inode as its check file says).
+    fn keep_recompressed_body(&self, cache: &Dir, entry: &Entry) -> bool {
+        let same = open_body(cache, &entry.info.sha1).is_some();
         if same {
-            *entry.signing_body.lock().unwrap_or_else(|p| p.into_inner()) = Some(path);
+            *entry.signing_body.lock().unwrap_or_else(|p| p.into_inner()) = true;
         }
         same
     }
 }
 
-/// The `.check` file beside a cached body.
-pub fn check_path(body: &Path) -> PathBuf {
-    let mut name = body.as_os_str().to_os_string();
-    name.push(".check");
-    PathBuf::from(name)
+/// The recompressed body of the package with SHA-1 `sha1`, if its check file vouches for it.
+fn open_body(cache: &Dir, sha1: &[u8; 20]) -> Option<File> {
+    let file = cache.open_file(&records::body_name(sha1)).ok()?;
+    let stat = crate::fsutil::stat_file(&file).ok()?;
+    let check = cache.read_file(&records::body_check_name(sha1), 256).ok()?;
+    (stat.kind == crate::fsutil::FileKind::Regular
+        && check == records::body_check_text(&stat).as_bytes())
+    .then_some(file)
 }
 
-fn check_text(stat: &crate::fsutil::FileStat) -> String {
-    format!("{} {} {}\n", stat.size, stat.mtime_ns, stat.ino)
+/// The package in `source` as one gzip member without its end and its store signatures.
+fn write_body(source: File, out: &File, limits: &Limits) -> Result<(), String> {
+    let write_error = |e| format!("could not write the signing cache: {e}");
+    let mut gzip = GzEncoder::new(
+        BufWriter::with_capacity(256 * 1024, out),
+        Compression::new(6),
+    );
+    copy_entries(source, &mut gzip, SignatureKind::Store, limits).map_err(|e| e.to_string())?;
+    let mut out = gzip.finish().map_err(write_error)?;
+    out.flush().map_err(write_error)?;
+    out.get_ref().sync_all().map_err(write_error)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tail_cache_keeps_within_its_bytes_dropping_the_oldest() {
-        let mut cache = TailCache::default();
-        let tail = Arc::new(vec![0u8; 4000]);
-        let key = |n: usize| ([0u8; 20], format!("device-{n}"));
-        for n in 0..5000 {
-            cache.insert(key(n), tail.clone());
-            assert!(cache.bytes <= TAIL_CACHE_BYTES);
+fn background(signer: std::sync::Weak<StoreSigner>, queue: Receiver<Arc<Entry>>) {
+    for entry in queue {
+        let Some(signer) = signer.upgrade() else {
+            break;
+        };
+        if !entry.discarded.load(Ordering::Acquire) {
+            signer.prepare_now(&entry);
         }
-        assert!(cache.get(&key(4999)).is_some());
-        assert!(cache.get(&key(0)).is_none(), "the oldest went first");
-        assert_eq!(cache.tails.len(), cache.order.len());
-        // A key longer than the whole cache is not kept (hardware ids come from clients).
-        cache.insert(([1; 20], "x".repeat(TAIL_CACHE_BYTES)), tail);
-        assert!(cache.bytes <= TAIL_CACHE_BYTES);
     }
 }
