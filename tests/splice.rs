@@ -632,3 +632,54 @@ fn server_files(dir: &Path, suffix: &str) -> String {
         .find(|n| n.ends_with(suffix))
         .unwrap()
 }
+
+/// `tar` compressed by C zlib (through Python) with `options`: a `compressobj` call's
+/// arguments after the level, and how often to flush.
+fn zlib_gzip(python: &str, tar: &[u8], strategy: &str, flush: &str, every: usize) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tar");
+    std::fs::write(&input, tar).unwrap();
+    let script = format!(
+        r#"
+import sys, zlib
+data = open(sys.argv[1], "rb").read()
+c = zlib.compressobj(9, zlib.DEFLATED, 31, 9, zlib.{strategy})
+out = []
+for i in range(0, len(data), {every}):
+    out.append(c.compress(data[i:i + {every}]))
+    out.append(c.flush(zlib.{flush}))
+out.append(c.flush(zlib.Z_FINISH))
+sys.stdout.buffer.write(b"".join(out))
+"#
+    );
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+#[test]
+fn c_zlib_fixed_and_flushed_blocks_splice_to_the_verified_stream() {
+    let Some(python) = python3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tar = gunzip(&package_with_payload(dir.path(), &text(200_000)));
+    for (strategy, flush, every) in [
+        ("Z_FIXED", "Z_NO_FLUSH", 1 << 30),
+        ("Z_FIXED", "Z_BLOCK", 3000),
+        ("Z_DEFAULT_STRATEGY", "Z_FULL_FLUSH", 10_000),
+        ("Z_DEFAULT_STRATEGY", "Z_SYNC_FLUSH", 511),
+        ("Z_HUFFMAN_ONLY", "Z_PARTIAL_FLUSH", 4096),
+        ("Z_RLE", "Z_NO_FLUSH", 1 << 30),
+    ] {
+        let packed = zlib_gzip(python, &tar, strategy, flush, every);
+        check_splice(&packed, &format!("zlib {strategy}, {flush} every {every}"));
+    }
+}
