@@ -55,6 +55,10 @@ Options:
   --upload-token-file <file>    The same, with the token read from a file (kept out of
                                 process lists).
   --log-requests                Print one console line per HTTP request.
+  --allowed-hosts <names>       Host names (comma-separated; repeatable) this server answers
+                                to besides loopback names and, when it listens on other
+                                addresses, IP literals and this machine's name: other Host
+                                headers are refused (DNS rebinding). '*' allows any.
   -h, --help                    Show this help.
   --version                     Show the version.
 ";
@@ -83,6 +87,7 @@ pub struct HttpArgs {
     pub upload_token: Option<String>,
     pub upload_token_file: Option<PathBuf>,
     pub log_requests: Option<bool>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Connection limits given on the command line or in the config file.
@@ -164,10 +169,36 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
                 out.http.upload_token_file = Some(parser.value().map_err(e)?.into())
             }
             Long("log-requests") => out.http.log_requests = Some(true),
+            Long("allowed-hosts") => {
+                let value = text(parser.value().map_err(e)?)?;
+                let names = out.http.allowed_hosts.get_or_insert_with(Vec::new);
+                names.extend(host_names(&value).map_err(|why| format!("--allowed-hosts: {why}"))?);
+            }
             other => return Err(other.unexpected().to_string()),
         }
     }
     Ok(Command::Run(Box::new(out)))
+}
+
+/// Host names from a comma-separated list: lower case, without a trailing dot; `*` for any.
+fn host_names(list: &str) -> Result<Vec<String>, String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let valid = name == "*"
+                || (name.len() <= 253
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b)));
+            if valid {
+                Ok(name)
+            } else {
+                Err(format!("'{name}' is not a host name"))
+            }
+        })
+        .collect()
 }
 
 fn text(value: OsString) -> Result<String, String> {
@@ -226,6 +257,8 @@ pub struct Config {
     /// The bearer token uploads and removals over HTTP need, when configured.
     pub upload_token: Option<String>,
     pub log_requests: bool,
+    /// Host names answered to besides the built-in ones (`http::origin`).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The settings of `amps-config.yaml` (all optional).
@@ -256,12 +289,18 @@ impl Config {
         let data_directory = resolve_data_directory(args)?;
         let config_path = data_directory.join(CONFIG_FILE);
         let file = if config_path.exists() {
-            let text = std::fs::read_to_string(&config_path).map_err(|e| {
-                ConfigError::Startup(format!(
-                    "Failed to parse config file {}: {e}",
-                    config_path.display()
-                ))
-            })?;
+            let text =
+                crate::fsutil::read_settings_file(&config_path, crate::fsutil::MAX_SETTINGS_FILE)
+                    .and_then(|bytes| {
+                        String::from_utf8(bytes)
+                            .map_err(|_| std::io::Error::other("not UTF-8 text"))
+                    })
+                    .map_err(|e| {
+                        ConfigError::Startup(format!(
+                            "Failed to parse config file {}: {e}",
+                            config_path.display()
+                        ))
+                    })?;
             parse_config_file(&text)
                 .map_err(|e| ConfigError::Startup(config_file_error(&config_path, &text, &e)))?
         } else {
@@ -322,6 +361,13 @@ impl Config {
             ),
             None => None,
         };
+        if let Some(key) = &store_signing
+            && let Some(kind) = key.nondeterministic_key_type()
+        {
+            return Err(ConfigError::Startup(format!(
+                "could not load the store-sign certificate: it has {kind}; store signing needs an RSA key, whose signatures are deterministic, so that a signed download is the same bytes every time (its ETag, resumed downloads and byte ranges rely on that)"
+            )));
+        }
         let developer_verification = if cas.is_empty() {
             None
         } else {
@@ -336,6 +382,12 @@ impl Config {
             .log_requests
             .or(file.http.log_requests)
             .unwrap_or(false);
+        let allowed_hosts = args
+            .http
+            .allowed_hosts
+            .clone()
+            .or(file.http.allowed_hosts.clone())
+            .unwrap_or_default();
         // Only a configuration that loaded whole is written.
         if args.create_config {
             write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
@@ -352,6 +404,7 @@ impl Config {
             tls,
             upload_token,
             log_requests,
+            allowed_hosts,
         })
     }
 }
@@ -414,13 +467,13 @@ fn load_upload_token(
 }
 
 fn read_token_file(path: &Path) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = crate::fsutil::read_settings_file(path, 64 * 1024).map_err(|e| {
         ConfigError::Startup(format!(
             "could not read the upload token file {}: {e}",
             path.display()
         ))
     })?;
-    Ok(text.trim().to_string())
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
 /// A bearer token as RFC 6750 has them (`token68`): letters, digits, `-._~+/`, then `=`s.
@@ -438,8 +491,17 @@ fn check_token(token: &str) -> Result<(), String> {
             "the upload token may hold only letters, digits and -._~+/ (then = signs)".into(),
         );
     }
+    if token.chars().count() < MIN_TOKEN_LENGTH {
+        return Err(format!(
+            "the upload token is {} characters long: use at least {MIN_TOKEN_LENGTH} (e.g. openssl rand -hex 16)",
+            token.chars().count()
+        ));
+    }
     Ok(())
 }
+
+/// Shortest upload token accepted: one that cannot be guessed over the network.
+const MIN_TOKEN_LENGTH: usize = 16;
 
 fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
     let dir = match &args.data_directory {
@@ -673,6 +735,24 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
                         .ok_or_else(|| format!("'{key}' must be true or false"))?,
                 )
             }
+            "allowedHosts" => {
+                let names: Vec<String> = match value {
+                    Node::List(items) => items
+                        .iter()
+                        .map(|i| {
+                            i.as_text()
+                                .map(str::to_string)
+                                .ok_or_else(|| format!("'{key}' must hold host names"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    _ => vec![string()?],
+                };
+                let mut all = Vec::new();
+                for name in &names {
+                    all.extend(host_names(name).map_err(|why| format!("'{key}': {why}"))?);
+                }
+                settings.http.allowed_hosts = Some(all);
+            }
             other => return Err(format!("unknown field '{other}'")),
         }
     }
@@ -767,6 +847,13 @@ fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<()
             text: on.to_string(),
             plain: true,
         }),
+        None,
+    );
+    set(
+        "allowedHosts",
+        http.allowed_hosts
+            .as_ref()
+            .map(|names| Node::List(names.iter().map(Node::string).collect())),
         None,
     );
 

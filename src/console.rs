@@ -4,10 +4,122 @@ The server's console output: one line per event on stdout, flushed at once.
 Scripts and the reference's own tests read these lines, so their text is fixed (SPEC.md,
 "Console output"); colours are added only for people: when stdout is a terminal, unless
 `NO_COLOR` is set, and `AM_FORCE_COLOR_OUTPUT=on|off` overrides both. Lines that belong together
-(`> Upload via HTTP:` and its result) are written under one lock so threads never interleave them.
+(`> Upload via HTTP:` and its result) are queued as one piece so threads never interleave them.
+
+Nobody may be reading stdout (a CI step capturing it, a terminal paused with Ctrl-S, `| less`),
+and then a write blocks. So only one writer thread ever writes: everybody else queues text
+for it and goes on, never waiting, whatever lock they hold. The queue holds at most
+`QUEUE_BYTES`; beyond, lines are dropped and counted, and once stdout takes lines again a
+line says how many were lost.
 */
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Bytes of console text waiting for stdout, at most.
+const QUEUE_BYTES: usize = 1 << 20;
+
+/// The queue to the writer thread.
+struct Output {
+    sender: Mutex<Sender<Message>>,
+    /// Bytes queued and not yet written.
+    queued: AtomicUsize,
+    /// Lines dropped and not reported yet, and whether a report is queued.
+    dropped: AtomicU64,
+    report_queued: AtomicBool,
+}
+
+enum Message {
+    Text(String),
+    /// Say how many lines were dropped: queued after the lines that were waiting when the
+    /// first was dropped, so the report comes where the gap is.
+    DroppedReport,
+}
+
+static OUTPUT: OnceLock<Output> = OnceLock::new();
+
+fn output() -> &'static Output {
+    OUTPUT.get_or_init(|| {
+        let (sender, receiver) = channel();
+        std::thread::Builder::new()
+            .name("console".into())
+            .spawn(move || write_lines(receiver))
+            .ok();
+        Output {
+            sender: Mutex::new(sender),
+            queued: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+            report_queued: AtomicBool::new(false),
+        }
+    })
+}
+
+/// The writer thread: the only place that writes to stdout while the server runs.
+fn write_lines(receiver: Receiver<Message>) {
+    let stdout = std::io::stdout();
+    for message in receiver {
+        let output = output();
+        let mut out = stdout.lock();
+        // A closed stdout must not stop the server.
+        match message {
+            Message::Text(text) => {
+                let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+                output.queued.fetch_sub(text.len(), Ordering::Relaxed);
+            }
+            Message::DroppedReport => {
+                output.report_queued.store(false, Ordering::Relaxed);
+                let dropped = output.dropped.swap(0, Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "> {dropped} console line{} dropped: stdout was not read",
+                    if dropped == 1 { "" } else { "s" }
+                )
+                .and_then(|_| out.flush());
+            }
+        }
+    }
+}
+
+fn send(output: &Output, message: Message) -> bool {
+    output
+        .sender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send(message)
+        .is_ok()
+}
+
+/// Queue `text` (whole lines) for stdout, or drop it when the queue is full. Never blocks.
+fn queue(text: String) {
+    let output = output();
+    let size = text.len();
+    let before = output.queued.fetch_add(size, Ordering::Relaxed);
+    if before + size > QUEUE_BYTES {
+        output.queued.fetch_sub(size, Ordering::Relaxed);
+        let lines = text.bytes().filter(|&b| b == b'\n').count() as u64;
+        output.dropped.fetch_add(lines, Ordering::Relaxed);
+        if !output.report_queued.swap(true, Ordering::Relaxed) {
+            send(output, Message::DroppedReport);
+        }
+        return;
+    }
+    if !send(output, Message::Text(text)) {
+        output.queued.fetch_sub(size, Ordering::Relaxed);
+    }
+}
+
+/// Wait until what was queued is written, for at most `patience` (at shutdown: a stdout that
+/// nobody reads must not keep the server from stopping).
+pub fn flush(patience: Duration) {
+    let Some(output) = OUTPUT.get() else { return };
+    let deadline = Instant::now() + patience;
+    while output.queued.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
 
 /// What happened to a package or file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,9 +263,7 @@ impl Console {
             }
             text.push('\n');
         }
-        let mut out = std::io::stdout().lock();
-        // A closed stdout must not stop the server.
-        let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        queue(text);
     }
 
     /// A line of the request log, as it is but with control characters escaped.
@@ -167,8 +277,7 @@ impl Console {
     }
 
     fn write(&self, line: &str) {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{line}").and_then(|_| out.flush());
+        queue(format!("{line}\n"));
     }
 }
 

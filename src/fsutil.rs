@@ -88,6 +88,37 @@ impl Drop for TempFile {
     }
 }
 
+/// Most bytes of a configuration, key, certificate or token file.
+pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
+
+/// The bytes of a file the user named (a configuration, a key, a certificate, a token): it may
+/// be reached through a link, but must be a regular file of at most `max` bytes. A FIFO, a
+/// device or `/dev/zero` gets an error naming what it is, never a hang or a flood.
+pub fn read_settings_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    let stat = stat_file(&file)?;
+    if stat.kind != FileKind::Regular {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file ({})", stat.kind.describe()),
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Write `path` atomically with what `write` produces.
 pub fn write_atomically<E: From<io::Error>>(
     path: &Path,

@@ -36,7 +36,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(ConfigError::Usage(message)) => return usage_error(&message, no_arguments),
         Err(ConfigError::Startup(message)) => return startup_error(&message),
     };
-    match serve(config) {
+    let served = serve(config);
+    // What the console still holds, unless nobody reads stdout.
+    crate::console::flush(std::time::Duration::from_secs(1));
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => startup_error(&message),
     }
@@ -104,6 +107,10 @@ fn serve(config: Config) -> Result<(), String> {
         store: store.clone(),
         project_id: config.project_id,
         upload_token: config.upload_token,
+        hosts: crate::http::origin::HostPolicy::new(
+            config.bind_address.ip().is_loopback(),
+            config.allowed_hosts,
+        ),
     });
     let connection_limits = fit_to_file_limit(config.connection_limits, &console);
     let options = HttpOptions {

@@ -99,7 +99,8 @@ fn a_pipelining_flood_stalls_nobody_and_is_not_queued_in_memory() {
     attacker
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
-    let flood = b"GET /hello?project-id=PROJECT HTTP/1.1\r\nHost: x\r\n\r\n".repeat(100_000);
+    let flood =
+        b"GET /hello?project-id=PROJECT HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(100_000);
     // Send until every buffer between us and the server is full, reading nothing.
     let mut sent = 0;
     while sent < flood.len() {

@@ -30,6 +30,11 @@ struct Browser {
 
 impl Browser {
     fn start() -> Option<Browser> {
+        Browser::start_with(&[])
+    }
+
+    /// A browser with more Chromium arguments.
+    fn start_with(extra: &[&str]) -> Option<Browser> {
         if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
             let why = "Chromium or ChromeDriver is not installed (apt-get install chromium chromium-driver): browser test not run";
             if std::env::var_os("AMPS_REQUIRE_BROWSER").is_some() {
@@ -61,18 +66,25 @@ impl Browser {
         wait_until("ChromeDriver answers", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        let mut args: Vec<String> = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.display()));
         let created = browser.call(
             "POST",
             "/session",
             json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
                 "unhandledPromptBehavior": "ignore",
-                "goog:chromeOptions": {
-                    "binary": CHROMIUM,
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--disable-dev-shm-usage", "--hide-scrollbars",
-                             format!("--user-data-dir={}", profile.display())],
-                }
+                "goog:chromeOptions": { "binary": CHROMIUM, "args": args }
             }}}),
         );
         browser.session = created["sessionId"].as_str().unwrap().to_string();
@@ -404,7 +416,10 @@ fn the_page_asks_for_the_upload_token_once() {
     };
     let dir = tempfile::tempdir().unwrap();
     let package = make_package(dir.path(), "io.example.guarded", &[], &[], "1", None);
-    let server = Server::start(&dir.path().join("data"), &[&"--upload-token", &"t0ken"]);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[&"--upload-token", &"t0ken-for-the-page"],
+    );
     browser.open(&format!("http://127.0.0.1:{}/", server.port));
     browser.wait_for(
         "the page",
@@ -417,14 +432,14 @@ fn the_page_asks_for_the_upload_token_once() {
         json!({ "text": package.display().to_string() }),
     );
     // The 401 makes the page ask; the answer is kept for the session.
-    browser.accept_dialog_with("t0ken");
+    browser.accept_dialog_with("t0ken-for-the-page");
     browser.wait_for(
         "the guarded upload",
         "return document.getElementById('results').textContent.includes('Added io.example.guarded')",
     );
     assert_eq!(
         browser.run("return sessionStorage.getItem('amps-upload-token')"),
-        "t0ken"
+        "t0ken-for-the-page"
     );
     assert_eq!(server.list("").as_array().unwrap().len(), 1);
 }
@@ -448,4 +463,51 @@ impl Browser {
         self.session_call("POST", "/alert/text", json!({ "text": text }));
         self.session_call("POST", "/alert/accept", json!({}));
     }
+}
+
+/// A page on another origin (a `data:` URL: its origin is opaque) posts a removal form, and a
+/// DNS-rebinding page (a second name resolving to 127.0.0.1) loads the store: both are
+/// refused, and the store is unchanged.
+#[test]
+fn pages_elsewhere_can_neither_change_nor_read_the_store() {
+    let Some(browser) = Browser::start_with(&["--host-resolver-rules=MAP rebind.test 127.0.0.1"])
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let package = make_package(dir.path(), "io.example.kept", &[], &[], "1", None);
+    server.upload(&package);
+    let form = format!(
+        "data:text/html,<form method=post action='http://127.0.0.1:{}/package/remove'><input name=id value=io.example.kept></form><script>document.forms[0].submit()</script>",
+        server.port
+    );
+    browser.open(&form);
+    browser.wait_for(
+        "the cross-origin refusal",
+        "return !!document.body && document.body.innerText.includes('may not change this store')",
+    );
+    assert_eq!(
+        server.list("").as_array().unwrap().len(),
+        1,
+        "nothing removed"
+    );
+
+    browser.open(&format!("http://rebind.test:{}/", server.port));
+    browser.wait_for(
+        "the host refusal",
+        "return !!document.body && document.body.innerText.includes('does not answer to the host name')",
+    );
+    let status = browser.run("return fetch('/package/list').then(r => r.status)");
+    assert_eq!(
+        status,
+        json!(421),
+        "the rebinding page cannot read the list"
+    );
+    // The page itself works where it belongs.
+    browser.open(&format!("http://localhost:{}/", server.port));
+    browser.wait_for(
+        "the card",
+        "return document.querySelectorAll('.card').length === 1",
+    );
 }

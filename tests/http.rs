@@ -24,6 +24,10 @@ fn downloads_icons_and_lists_answer_304_to_their_validators() {
         let server = Server::start(dir.path(), &args);
         server.upload(&package(dir.path(), "io.example.cached"));
         let target = "/package/download?id=io.example.cached&hardware-id=dev1";
+        // A date is sent once it can tell versions apart: a second after the change.
+        wait_until("Last-Modified, once the package is a second old", || {
+            server.get(target).header("Last-Modified").is_some()
+        });
         let whole = server.get(target);
         assert_eq!(whole.status, 200);
         let etag = whole.header("ETag").expect("an ETag").to_string();
@@ -279,13 +283,13 @@ fn refuses_to_start_with_a_broken_tls_setup() {
 fn writes_need_the_upload_token_and_reads_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "s3cret-t0ken\n").unwrap();
+    std::fs::write(&token_file, "s3cret-t0ken-0123\n").unwrap();
     let package = std::fs::read(package(dir.path(), "io.example.guarded")).unwrap();
     let data = dir.path().join("data");
     for args in [
         vec![
             &"--upload-token" as &dyn AsRef<std::ffi::OsStr>,
-            &"s3cret-t0ken",
+            &"s3cret-t0ken-0123",
         ],
         vec![&"--upload-token-file", &token_file],
     ] {
@@ -315,7 +319,7 @@ fn writes_need_the_upload_token_and_reads_do_not() {
             assert_eq!(removal.status, 401);
         }
         assert_eq!(server.list(""), serde_json::json!([]), "nothing changed");
-        let bearer = [("Authorization", "Bearer s3cret-t0ken")];
+        let bearer = [("Authorization", "Bearer s3cret-t0ken-0123")];
         let added = server.request("PUT", "/package/upload", &bearer, &package);
         assert_eq!(added.status, 200);
         assert_eq!(added.json()["result"], "added");
@@ -328,7 +332,7 @@ fn writes_need_the_upload_token_and_reads_do_not() {
         let removed = server.request(
             "POST",
             "/package/remove?id=io.example.guarded",
-            &[("Authorization", "bearer s3cret-t0ken")],
+            &[("Authorization", "bearer s3cret-t0ken-0123")],
             b"",
         );
         assert_eq!(
@@ -344,11 +348,11 @@ fn writes_need_the_upload_token_and_reads_do_not() {
         );
     }
     // From the config file, written by --cc, which keeps it private.
-    let server = Server::start(&data, &[&"--upload-token", &"s3cret-t0ken", &"--cc"]);
+    let server = Server::start(&data, &[&"--upload-token", &"s3cret-t0ken-0123", &"--cc"]);
     drop(server);
     let config = data.join("amps-config.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
-    assert!(text.contains("uploadToken: 's3cret-t0ken'"), "{text}");
+    assert!(text.contains("uploadToken: 's3cret-t0ken-0123'"), "{text}");
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&config).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);

@@ -18,7 +18,8 @@ fn page(server: &Server, target: &str) -> (HttpResponse, String) {
 #[test]
 fn the_page_is_guarded_and_shows_how_to_upload_when_empty() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    // Any host name, so that a hostile one reaches the page.
+    let server = Server::start(dir.path(), &[&"--allowed-hosts", &"*"]);
     for target in ["/", "/index.html"] {
         let (answer, html) = page(&server, target);
         assert_eq!(answer.status, 200);
@@ -107,7 +108,14 @@ fn the_page_escapes_what_packages_say_and_filters_like_the_list() {
     let p12 = certs.store_p12();
     let server = Server::start(
         &dir.path().join("data"),
-        &[&"--sc", &p12, &"--sp", &P12_PASSWORD],
+        &[
+            &"--sc",
+            &p12,
+            &"--sp",
+            &P12_PASSWORD,
+            &"--allowed-hosts",
+            &"store.example",
+        ],
     );
     server.upload(&hostile);
     server.upload(&hello);

@@ -29,7 +29,7 @@ impl Validators {
         }
         let current = match &headers.if_none_match {
             Some(tags) => tags.trim() == "*" || entity_tags(tags).any(|t| weak_eq(t, &self.etag)),
-            None => match (&headers.if_modified_since, self.last_modified) {
+            None => match (&headers.if_modified_since, self.usable_date()) {
                 (Some(since), Some(modified)) => httpdate::parse_http_date(since)
                     .is_ok_and(|since| whole_seconds(modified) <= since),
                 _ => false,
@@ -60,10 +60,20 @@ impl Validators {
         }
     }
 
+    /// `Last-Modified`, when it can tell versions apart: HTTP dates have whole seconds, so a
+    /// time less than a second ago might stand for an older version changed within the same
+    /// second (RFC 9110 8.8.2.2). Until then no date is sent, and none is honoured
+    /// (`If-Modified-Since`, a date in `If-Range`): the `ETag` still is.
+    fn usable_date(&self) -> Option<SystemTime> {
+        let time = self.last_modified?;
+        let settled = time.checked_add(Duration::from_secs(1))?;
+        (SystemTime::now() >= settled).then_some(time)
+    }
+
     /// `response` with `ETag` and `Last-Modified`.
     pub fn apply(&self, response: Response) -> Response {
         let response = response.with_header("ETag", self.etag.clone());
-        match self.last_modified {
+        match self.usable_date() {
             Some(time) => response.with_header(
                 "Last-Modified",
                 httpdate::fmt_http_date(whole_seconds(time)),

@@ -5,6 +5,7 @@ without sockets), and the server that feeds them from tiny_http's connection thr
 */
 
 pub mod conditional;
+pub mod origin;
 pub mod page;
 pub mod routes;
 pub mod server;
@@ -110,8 +111,11 @@ pub struct RequestHeaders {
     pub if_none_match: Option<String>,
     pub if_modified_since: Option<String>,
     pub authorization: Option<String>,
-    /// Where the client reached us (the page's curl example).
+    /// Where the client reached us (the page's curl example, `origin`).
     pub host: Option<String>,
+    /// What a browser says of where the request comes from (`origin`).
+    pub origin: Option<String>,
+    pub sec_fetch_site: Option<String>,
 }
 
 impl Request<'_> {

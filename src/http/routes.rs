@@ -4,6 +4,7 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 */
 
 use super::conditional::Validators;
+use super::origin::{HostPolicy, cross_origin};
 use super::page;
 use super::{Body, Method, Request, Response, Tail};
 use crate::console::Event;
@@ -24,6 +25,8 @@ pub struct State {
     pub project_id: String,
     /// The bearer token uploads and removals need, when set.
     pub upload_token: Option<String>,
+    /// The host names answered to.
+    pub hosts: HostPolicy,
 }
 
 /// A route's handler.
@@ -54,6 +57,9 @@ pub fn takes(path: &str, method: Method) -> bool {
 
 /// Dispatch one request.
 pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
+    if let Some(refusal) = state.hosts.refusal(request.headers.host.as_deref()) {
+        return fail(421, &refusal).closing();
+    }
     let Some((allowed, handler)) = route(&request.path) else {
         return Response::not_found();
     };
@@ -70,8 +76,18 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
             .with_header("Allow", allow.join(", "))
             .closing();
     }
-    if matches!(request.method, Method::Put | Method::Post)
-        && matches!(request.path.as_str(), "/package/upload" | "/package/remove")
+    let writes = matches!(request.method, Method::Put | Method::Post)
+        && matches!(request.path.as_str(), "/package/upload" | "/package/remove");
+    if writes
+        && let Some(refusal) = cross_origin(
+            request.headers.origin.as_deref(),
+            request.headers.sec_fetch_site.as_deref(),
+            request.headers.host.as_deref(),
+        )
+    {
+        return fail(403, &refusal).closing();
+    }
+    if writes
         && let Some(token) = &state.upload_token
         && !authorized(request, token)
     {
@@ -146,8 +162,13 @@ fn tag_filter(request: &Request<'_>) -> Result<TagFilter, String> {
 
 /// 400 with the fail JSON, for a malformed parameter.
 fn malformed(message: String) -> Response {
+    fail(400, &message)
+}
+
+/// `status` with the fail JSON.
+fn fail(status: u16, message: &str) -> Response {
     let mut response = Response::json(&json!({ "status": "fail", "message": message }));
-    response.status = 400;
+    response.status = status;
     response
 }
 
@@ -370,7 +391,7 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
         );
         let mut response = Response::json(&json!({ "status": "fail", "message": message }));
         response.status = status;
-        response.close = status != 200;
+        response.close = status != 200 && status != 503;
         response
     };
     // Failures are logged under the client's address (the file is only ours).
@@ -381,14 +402,28 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
     if request.content_length.is_some_and(|n| n > limit) {
         return failed(&name, 200, too_large(limit)).closing();
     }
+    // A server fault (a full disk, an I/O error) is never the client's: 503 with
+    // `Retry-After`, which curl --retry and CI scripts retry, after reading the body to its
+    // end so that the client sees the answer.
+    let server_fault = |body: &mut dyn Read, message: String| {
+        let drained =
+            io::copy(&mut body.take(limit + 1), &mut io::sink()).is_ok_and(|n| n <= limit);
+        let mut response = failed(&name, 503, message).with_header("Retry-After", "10");
+        response.close = !drained;
+        response
+    };
     let mut temp = match store.upload_file() {
         Ok(t) => t,
-        Err(e) => return failed(&name, 200, format!("could not store the upload: {e}")),
+        Err(e) => return server_fault(request.body, format!("could not store the upload: {e}")),
     };
     match receive_body(request.body, &mut temp, limit, request.content_length) {
         Ok(()) => {}
         // The package was never complete: a client or transport error.
         Err(Received::Broken(message)) => return failed(&name, 400, message),
+        Err(Received::NotStored(message)) => {
+            drop(temp);
+            return server_fault(request.body, message);
+        }
         Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
         // Like every other failed upload: 200 with the fail JSON.
         Err(Received::Empty) => return failed(&name, 200, "the upload is empty".into()),
@@ -407,6 +442,9 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
         Err(InstallError::Rejected(m)) if m == WRONG_FILE_TYPE => {
             failed(&name, 200, "wrong package format".to_string())
         }
+        Err(InstallError::Server(message)) => {
+            failed(&name, 503, message).with_header("Retry-After", "10")
+        }
         Err(error) => failed(&name, 200, error.message().to_string()),
     }
 }
@@ -414,6 +452,8 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
 /// Why an upload body could not be received.
 enum Received {
     Broken(String),
+    /// Our fault: the body could not be written (a full disk).
+    NotStored(String),
     TooLarge,
     Empty,
 }
@@ -444,7 +484,7 @@ fn receive_body(
             return Err(Received::TooLarge);
         }
         temp.write_all(&buffer[..n])
-            .map_err(|e| Received::Broken(format!("could not store the upload: {e}")))?;
+            .map_err(|e| Received::NotStored(format!("could not store the upload: {e}")))?;
     }
     if let Some(announced) = announced
         && total < announced
@@ -457,7 +497,7 @@ fn receive_body(
         return Err(Received::Empty);
     }
     temp.flush()
-        .map_err(|e| Received::Broken(format!("could not store the upload: {e}")))
+        .map_err(|e| Received::NotStored(format!("could not store the upload: {e}")))
 }
 
 fn package_remove(request: &mut Request<'_>, state: &State) -> Response {

@@ -229,6 +229,8 @@ fn request_headers(request: &tiny_http::Request<'_>) -> RequestHeaders {
         if_modified_since: header("If-Modified-Since"),
         authorization: header("Authorization"),
         host: header("Host"),
+        origin: header("Origin"),
+        sec_fetch_site: header("Sec-Fetch-Site"),
     }
 }
 

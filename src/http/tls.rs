@@ -9,6 +9,7 @@ current client, the Qt installer's QNetworkAccessManager included, speaks.
 
 use openssl::pkey::PKey;
 use openssl::ssl::{AlpnError, SslAcceptor, SslMethod, select_next_proto};
+use openssl::x509::X509;
 use std::path::Path;
 
 /// ALPN: we speak HTTP/1.1 only (wire format: length, then the name).
@@ -24,21 +25,35 @@ pub fn acceptor(certificate: &Path, key: &Path) -> Result<SslAcceptor, String> {
             .unwrap_or("unknown error")
             .to_string()
     };
-    for path in [certificate, key] {
-        std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
+    let read = |path: &Path| {
+        crate::fsutil::read_settings_file(path, crate::fsutil::MAX_SETTINGS_FILE)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let (chain_pem, pem) = (read(certificate)?, read(key)?);
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|e| format!("could not set up TLS: {}", reason(e)))?;
-    builder
-        .set_certificate_chain_file(certificate)
-        .map_err(|e| {
-            format!(
-                "{}: not a PEM certificate ({})",
-                certificate.display(),
-                reason(e)
-            )
-        })?;
-    let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let not_pem = |e| {
+        format!(
+            "{}: not a PEM certificate ({})",
+            certificate.display(),
+            reason(e)
+        )
+    };
+    let mut chain = X509::stack_from_pem(&chain_pem)
+        .map_err(not_pem)?
+        .into_iter();
+    let leaf = chain.next().ok_or_else(|| {
+        format!(
+            "{}: not a PEM certificate (no certificate)",
+            certificate.display()
+        )
+    })?;
+    builder.set_certificate(&leaf).map_err(not_pem)?;
+    for intermediate in chain {
+        builder
+            .add_extra_chain_cert(intermediate)
+            .map_err(not_pem)?;
+    }
     let private_key = PKey::private_key_from_pem(&pem)
         .map_err(|e| format!("{}: not a PEM private key ({})", key.display(), reason(e)))?;
     let mismatch = || {

@@ -72,12 +72,13 @@ pub struct SigningKey {
 impl SigningKey {
     /// Load `path` with `password`; errors name the file.
     pub fn from_pkcs12_file(path: &Path, password: &str) -> Result<SigningKey, SignatureError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            SignatureError::Setup(format!(
-                "could not read certificate file {}: {e}",
-                path.display()
-            ))
-        })?;
+        let bytes = crate::fsutil::read_settings_file(path, crate::fsutil::MAX_SETTINGS_FILE)
+            .map_err(|e| {
+                SignatureError::Setup(format!(
+                    "could not read certificate file {}: {e}",
+                    path.display()
+                ))
+            })?;
         Self::from_pkcs12(&bytes, password)
             .map_err(|e| SignatureError::Setup(format!("{}: {e}", path.display())))
     }
@@ -105,6 +106,17 @@ impl SigningKey {
     pub fn certificate_sha256(&self) -> [u8; 32] {
         let der = self.certificate.to_der().unwrap_or_default();
         openssl::sha::sha256(&der)
+    }
+
+    /// The key's type when its signatures are not deterministic (anything but RSA: ECDSA and
+    /// DSA draw a random nonce per signature, so the same content gives other bytes).
+    pub fn nondeterministic_key_type(&self) -> Option<String> {
+        match self.key.id() {
+            openssl::pkey::Id::RSA => None,
+            openssl::pkey::Id::EC => Some("an ECDSA key".into()),
+            openssl::pkey::Id::DSA => Some("a DSA key".into()),
+            other => Some(format!("a key of type {}", other.as_raw())),
+        }
     }
 
     /// When the signing certificate became valid (its `notBefore`), or the epoch when that
@@ -147,7 +159,8 @@ impl TrustStore {
             X509StoreBuilder::new().map_err(|e| SignatureError::Setup(e.to_string()))?;
         for path in paths {
             let path = path.as_ref();
-            let bytes = std::fs::read(path).map_err(|e| {
+            let bytes = crate::fsutil::read_settings_file(path, crate::fsutil::MAX_SETTINGS_FILE)
+                .map_err(|e| {
                 SignatureError::Setup(format!(
                     "could not read CA certificate file {}: {e}",
                     path.display()

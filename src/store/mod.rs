@@ -175,6 +175,21 @@ impl DirLock {
     /// a link and must be a regular file with no other name, so a symbolic or hard link
     /// planted as `.lock` can never make us truncate or overwrite a file elsewhere.
     pub fn acquire(data_dir: &Path) -> Result<DirLock, String> {
+        // A server that stops unlinks `.lock` while it still holds it: the file we locked may
+        // be unlinked by then, so we check that it is still `.lock`, else try again.
+        for _ in 0..100 {
+            if let Some(lock) = DirLock::try_acquire(data_dir)? {
+                return Ok(lock);
+            }
+        }
+        Err(format!(
+            "could not lock the data directory {}: its .lock file keeps being replaced",
+            data_dir.display()
+        ))
+    }
+
+    /// One attempt: `None` when the file locked was no longer `.lock`.
+    fn try_acquire(data_dir: &Path) -> Result<Option<DirLock>, String> {
         let path = data_dir.join(LOCK_FILE);
         let mut file = File::options()
             .read(true)
@@ -209,15 +224,22 @@ impl DirLock {
                 pid.trim()
             ));
         }
+        let still_there =
+            fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == stat.ino && m.dev() == stat.dev);
+        if !still_there {
+            return Ok(None);
+        }
         use std::io::Write;
         let _ = file.set_len(0);
         let _ = write!(file, "{}", std::process::id());
-        Ok(DirLock { path, _file: file })
+        Ok(Some(DirLock { path, _file: file }))
     }
 }
 
 impl Drop for DirLock {
-    /// Remove the lock file (the lock itself goes with the descriptor).
+    /// Remove the lock file while still holding its lock (the lock goes with the descriptor,
+    /// closed after this): a server that opened it meanwhile sees that its file is no longer
+    /// `.lock` once it gets the lock (`acquire`).
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.path);
     }

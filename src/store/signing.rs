@@ -33,9 +33,12 @@ use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Changes whenever the layout of signed downloads changes, so their `ETag`s do too.
 const SIGNED_DOWNLOAD_FORMAT: &[u8] = b"amps-signed-2\0";
+/// The file in `.cache/` saying which certificate signs since when.
+const CERTIFICATE_RECORD: &str = "signing-certificate";
 /// Bytes of signature footer members kept (per package and hardware id).
 const FOOTER_CACHE_BYTES: usize = 4 << 20;
 /// Bytes of seams kept in memory (per package).
@@ -63,6 +66,8 @@ pub struct StoreSigner {
     footers: Mutex<ByteLru<([u8; 20], String)>>,
     /// Seams by package SHA-1.
     seams: Mutex<ByteLru<[u8; 20]>>,
+    /// Since when this server signs with this certificate (`open_cache`).
+    certificate_since: OnceLock<SystemTime>,
     /// Signatures made, and seams rebuilt from package files.
     pub signatures: AtomicU64,
     pub seams_rebuilt: AtomicU64,
@@ -75,6 +80,7 @@ impl StoreSigner {
         let signer = Arc::new(StoreSigner {
             key,
             cache: OnceLock::new(),
+            certificate_since: OnceLock::new(),
             limits,
             queue: Mutex::new(Some(sender)),
             footers: Mutex::new(ByteLru::new(FOOTER_CACHE_BYTES)),
@@ -87,9 +93,42 @@ impl StoreSigner {
         signer
     }
 
-    /// Use `cache` (`.cache/`, opened by descriptor) from now on.
+    /// Use `cache` (`.cache/`, opened by descriptor) from now on, and learn since when this
+    /// signing certificate is in use.
     pub fn open_cache(&self, cache: Dir) {
+        let _ = self
+            .certificate_since
+            .set(self.certificate_in_use_since(&cache));
         let _ = self.cache.set(cache);
+    }
+
+    /// When this server began signing with this certificate: kept in `.cache/` with the
+    /// certificate's hash, set to now when the certificate changed. `Last-Modified` of signed
+    /// downloads is never earlier, so a new certificate (whatever its `notBefore`) makes
+    /// every signed download newer than copies signed with the old one.
+    fn certificate_in_use_since(&self, cache: &Dir) -> SystemTime {
+        let hash = to_hex(&self.key.certificate_sha256());
+        let recorded = cache
+            .read_file(CERTIFICATE_RECORD.as_ref(), 256)
+            .ok()
+            .and_then(|bytes| {
+                let text = String::from_utf8(bytes).ok()?;
+                let (recorded_hash, seconds) = text.trim().split_once(' ')?;
+                (recorded_hash == hash)
+                    .then(|| seconds.parse::<u64>().ok())
+                    .flatten()
+            });
+        if let Some(seconds) = recorded {
+            return UNIX_EPOCH + Duration::from_secs(seconds);
+        }
+        let now = SystemTime::now();
+        let seconds = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        // Without the record, dates are only as good as this process: the start time.
+        let _ = cache.write_file(
+            CERTIFICATE_RECORD.as_ref(),
+            format!("{hash} {seconds}\n").as_bytes(),
+        );
+        UNIX_EPOCH + Duration::from_secs(seconds)
     }
 
     fn cache(&self) -> Result<&Dir, String> {
@@ -127,10 +166,17 @@ impl StoreSigner {
         )
     }
 
-    /// `Last-Modified` of a signed download of `entry`: the later of the package's time and
-    /// the signing certificate's `notBefore` (a new certificate makes older copies stale).
-    pub fn last_modified(&self, entry: &Entry) -> std::time::SystemTime {
-        entry.modified.max(self.key.certificate_not_before())
+    /// `Last-Modified` of a signed download of `entry`: the latest of the package's time, the
+    /// signing certificate's `notBefore` and when this server began signing with it (a new
+    /// certificate makes older copies stale).
+    pub fn last_modified(&self, entry: &Entry) -> SystemTime {
+        let certificate = self
+            .certificate_since
+            .get()
+            .copied()
+            .unwrap_or(UNIX_EPOCH)
+            .max(self.key.certificate_not_before());
+        entry.modified.max(certificate)
     }
 
     /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).
@@ -307,7 +353,7 @@ impl StoreSigner {
     pub fn remove_cached_except(&self, kept: &HashSet<OsString>) {
         let Ok(cache) = self.cache() else { return };
         for name in cache.names().unwrap_or_default() {
-            if !kept.contains(&name) {
+            if !kept.contains(&name) && name != CERTIFICATE_RECORD {
                 let _ = cache.remove(&name);
             }
         }

@@ -99,8 +99,17 @@ pub(crate) fn head_bytes(response: &Response, close: bool) -> Vec<u8> {
         status.default_reason_phrase(),
         httpdate::fmt_http_date(std::time::SystemTime::now())
     );
+    // Every answer: browsers must not guess a type (a package, a JSON answer or an error
+    // text is never a script or a page).
+    head.extend_from_slice(b"X-Content-Type-Options: nosniff\r\n");
     for header in &response.headers {
-        let ours = ["Content-Length", "Connection", "Transfer-Encoding", "Date"];
+        let ours = [
+            "Content-Length",
+            "Connection",
+            "Transfer-Encoding",
+            "Date",
+            "X-Content-Type-Options",
+        ];
         if ours.iter().any(|name| header.is(name)) {
             continue;
         }
