@@ -13,6 +13,7 @@ mod http;
 mod origin;
 mod packager;
 mod page;
+mod promises;
 mod readme;
 mod robustness;
 mod server;
