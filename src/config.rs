@@ -43,6 +43,7 @@ Options:
                                 Largest total content of a package (default: 2 GiB).
   --max-entries <n>             Most archive entries in a package (default: 10000).
   --max-metadata-size <bytes>   Largest header, footer, info.yaml or icon (default: 4 MiB).
+  --max-packages <n>            Most packages in the store (default: 10000).
   --max-connections <n>         Most HTTP connections open at once (default: 4096, and at
                                 most half of the file descriptors the server may open).
   --max-connections-per-client <n>
@@ -104,6 +105,7 @@ pub struct LimitArgs {
     pub max_uncompressed_size: Option<u64>,
     pub max_entries: Option<u64>,
     pub max_metadata_size: Option<u64>,
+    pub max_packages: Option<u64>,
 }
 
 /// What the command line asks for.
@@ -146,6 +148,9 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             Long("max-uncompressed-size") => {
                 out.limits.max_uncompressed_size =
                     Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
+            }
+            Long("max-packages") => {
+                out.limits.max_packages = Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
             }
             Long("max-entries") => {
                 out.limits.max_entries = Some(number(&arg_name(&arg), parser.value().map_err(e)?)?)
@@ -251,6 +256,8 @@ pub struct Config {
     pub store_signing: Option<SigningKey>,
     pub developer_verification: Option<TrustStore>,
     pub limits: Limits,
+    /// Most packages in the store.
+    pub max_packages: u64,
     pub connection_limits: ConnectionLimits,
     /// HTTPS, when configured: the certificate file (for the console) and its acceptor.
     pub tls: Option<(PathBuf, openssl::ssl::SslAcceptor)>,
@@ -347,6 +354,11 @@ impl Config {
         }
         check_project_id(&project_id).map_err(ConfigError::Startup)?;
         let limits = effective_limits(&args.limits, &file.limits);
+        let max_packages = args
+            .limits
+            .max_packages
+            .or(file.limits.max_packages)
+            .unwrap_or(crate::store::DEFAULT_MAX_PACKAGES);
         let connection_limits = effective_connection_limits(&args.connections, &file.connections);
 
         let store_signing = match certificate {
@@ -400,6 +412,7 @@ impl Config {
             store_signing,
             developer_verification,
             limits,
+            max_packages,
             connection_limits,
             tls,
             upload_token,
@@ -719,6 +732,7 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "maxPackageSize" => settings.limits.max_package_size = Some(size()?),
             "maxUncompressedSize" => settings.limits.max_uncompressed_size = Some(size()?),
             "maxEntries" => settings.limits.max_entries = Some(size()?),
+            "maxPackages" => settings.limits.max_packages = Some(size()?),
             "maxMetadataSize" => settings.limits.max_metadata_size = Some(size()?),
             "maxConnections" => settings.connections.max_connections = Some(size()?),
             "maxConnectionsPerClient" => {
@@ -818,6 +832,7 @@ fn write_config_file(path: &Path, file: &FileSettings, args: &Args) -> Result<()
         ("maxPackageSize", args.limits.max_package_size),
         ("maxUncompressedSize", args.limits.max_uncompressed_size),
         ("maxEntries", args.limits.max_entries),
+        ("maxPackages", args.limits.max_packages),
         ("maxMetadataSize", args.limits.max_metadata_size),
         ("maxConnections", args.connections.max_connections),
         (

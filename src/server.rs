@@ -74,6 +74,7 @@ fn serve(config: Config) -> Result<(), String> {
     let store = Arc::new(Store::new(
         &config.data_directory,
         config.limits,
+        config.max_packages,
         config.developer_verification,
         config.store_signing,
         console,

@@ -10,6 +10,7 @@ mod dropin;
 mod files;
 mod hostile;
 mod http;
+mod memory;
 mod origin;
 mod packager;
 mod page;

@@ -265,6 +265,27 @@ impl Response {
         }
     }
 
+    /// `status` with the fail JSON, `{"status": "fail", "message": ...}`.
+    pub fn fail(status: u16, message: &str) -> Response {
+        let mut response =
+            Response::json(&serde_json::json!({ "status": "fail", "message": message }));
+        response.status = status;
+        response
+    }
+
+    /// A shared answer that cannot be given: 503 with `Retry-After` while clients hold too
+    /// many unread answers, 500 for one larger than the server builds; the fail JSON says
+    /// which.
+    pub fn unanswerable(error: &crate::store::answers::AnswerError) -> Response {
+        use crate::store::answers::AnswerError;
+        match error {
+            AnswerError::Busy => {
+                Response::fail(503, &error.to_string()).with_header("Retry-After", "5")
+            }
+            AnswerError::TooLarge(_) => Response::fail(500, &error.to_string()),
+        }
+    }
+
     pub fn status(status: u16, message: &str) -> Response {
         Response {
             status,

@@ -13,6 +13,7 @@ into the binary: no CDN, no fonts, works offline and from a device's browser.
 use super::routes::State;
 use super::{Body, Request, Response};
 use crate::package::digest::to_hex;
+use crate::store::answers::AnswerKey;
 use crate::store::index::{Entry, Icon, ListQuery, percent_encode};
 use std::fmt::Write;
 use std::sync::Arc;
@@ -357,39 +358,48 @@ fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
     );
 }
 
-/// The `/` route: the page for the request's filters.
+/// The `/` route: the page for the request's filters, built once per store change (and host
+/// name) and shared like the lists.
 pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Response {
     let store = &state.store;
-    let (entries, architectures, categories, empty) = {
-        let index = store.index();
-        let entries = index.list_entries(&query);
-        let mut architectures: Vec<String> = index.all().map(|e| e.arch().to_string()).collect();
-        architectures.sort();
-        architectures.dedup();
-        (entries, architectures, index.categories(), index.is_empty())
-    };
     let host = request
         .headers
         .host
         .clone()
         .unwrap_or_else(|| "localhost:8020".to_string());
-    let info = PageInfo {
-        project_id: &state.project_id,
-        verifies_uploads: store.verifies_developer_signatures(),
-        signs_downloads: store.signer.is_some(),
-        needs_token: state.upload_token.is_some(),
-        version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
-        upload_folder: store.upload_dir.display().to_string(),
-        host,
+    let key = AnswerKey::Page(query.clone(), host.clone());
+    let answer = store.answer(key, |store| {
+        let (entries, architectures, categories, empty) = {
+            let index = store.index();
+            let entries = index.list_entries(&query);
+            let mut architectures: Vec<String> =
+                index.all().map(|e| e.arch().to_string()).collect();
+            architectures.sort();
+            architectures.dedup();
+            (entries, architectures, index.categories(), index.is_empty())
+        };
+        let info = PageInfo {
+            project_id: &state.project_id,
+            verifies_uploads: store.verifies_developer_signatures(),
+            signs_downloads: store.signer.is_some(),
+            needs_token: state.upload_token.is_some(),
+            version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
+            upload_folder: store.upload_dir.display().to_string(),
+            host,
+        };
+        render(&info, &query, &entries, &architectures, &categories, empty).into_bytes()
+    });
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(error) => return guarded(Response::unanswerable(&error)),
     };
-    let html = render(&info, &query, &entries, &architectures, &categories, empty);
     guarded(Response {
         status: 200,
         headers: vec![
             ("Content-Type", "text/html; charset=utf-8".into()),
             ("Cache-Control", "no-cache".into()),
         ],
-        body: Body::Bytes(html.into_bytes()),
+        body: Body::Shared(answer.bytes),
         close: false,
         log_note: None,
     })

@@ -12,6 +12,7 @@ use crate::fsutil::TempFile;
 use crate::package::WRONG_FILE_TYPE;
 use crate::package::digest::to_hex;
 use crate::package::tags::{self, TagFilter};
+use crate::store::answers::{Answer, AnswerError};
 use crate::store::index::content_etag;
 use crate::store::index::{Entry, Icon, ListQuery};
 use crate::store::{InstallError, Store};
@@ -167,9 +168,7 @@ fn malformed(message: String) -> Response {
 
 /// `status` with the fail JSON.
 fn fail(status: u16, message: &str) -> Response {
-    let mut response = Response::json(&json!({ "status": "fail", "message": message }));
-    response.status = status;
-    response
+    Response::fail(status, message)
 }
 
 /// The filters of `/package/list` (and of the page): `Err` with the answer for a malformed
@@ -217,22 +216,25 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
         Ok(query) => query,
         Err(answer) => return answer,
     };
-    let answer = state.store.list_json(&query);
-    let validators = Validators {
-        etag: answer.etag,
-        last_modified: None,
-    };
-    validators.respond(request, || Response::json_body(Body::Shared(answer.json)))
+    shared_json(request, state.store.list_json(&query))
 }
 
 fn category_list(request: &mut Request<'_>, state: &State) -> Response {
-    let categories = state.store.index().categories();
-    let json = json!(categories).to_string().into_bytes();
-    let validators = Validators {
-        etag: content_etag(&json),
-        last_modified: None,
-    };
-    validators.respond(request, || Response::json_body(Body::Bytes(json)))
+    shared_json(request, state.store.categories_json())
+}
+
+/// A shared JSON answer with its validators, or why there is none.
+fn shared_json(request: &Request<'_>, answer: Result<Answer, AnswerError>) -> Response {
+    match answer {
+        Ok(answer) => {
+            let validators = Validators {
+                etag: answer.etag,
+                last_modified: None,
+            };
+            validators.respond(request, || Response::json_body(Body::Shared(answer.bytes)))
+        }
+        Err(error) => Response::unanswerable(&error),
+    }
 }
 
 /// The package `id`/`architecture` and the tag parameters select (see `Index::select`):

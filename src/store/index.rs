@@ -3,8 +3,8 @@ The in-memory index of accepted packages, keyed by id and architecture.
 
 It sits behind one `Mutex` in the store; everything here is quick and does no I/O, so callers
 copy out what they need (`Arc<Entry>`) and unlock before touching files or crypto. Answers to
-`/package/list` are built outside the lock (`list_entries`, then `list_json`), cached per query
-within `LIST_CACHE_BYTES`, and the cache is dropped on every change.
+`/package/list` are built outside the lock (`list_entries`, then `list_json`) and shared
+(`answers`); the index's generation tells them which state they were built from.
 
 Memory is bounded by bytes: an entry keeps only what the list shows (at most
 `Limits::max_listed_size`), the digest and hashes, and an icon of at most `MAX_ICON_IN_MEMORY`;
@@ -15,7 +15,7 @@ use crate::package::PackageInfo;
 use crate::package::reader::icon_reader;
 use crate::package::tags::TagFilter;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -23,8 +23,6 @@ use std::sync::{Arc, Mutex};
 /// Icons up to this size are kept in memory; Qt's installer refuses packages with larger
 /// ones, so such a package is still accepted (as Qt's server does) but with a warning.
 pub const MAX_ICON_IN_MEMORY: usize = 256 * 1024;
-/// Most bytes of list answers kept in the cache.
-pub const LIST_CACHE_BYTES: usize = 32 << 20;
 
 /// A package's icon.
 #[derive(Debug, Clone)]
@@ -89,6 +87,23 @@ impl Entry {
         }
     }
 
+    /// Bytes of its icon kept in memory.
+    pub fn icon_in_memory(&self) -> u64 {
+        match &self.icon {
+            Icon::InMemory(bytes) => bytes.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Read the icon from the package file when asked for, instead of keeping it.
+    pub fn stream_icon(&mut self) {
+        if let Icon::InMemory(bytes) = &self.icon {
+            self.icon = Icon::InPackage {
+                size: bytes.len() as u64,
+            };
+        }
+    }
+
     /// The bytes of an icon kept in the package file, streamed from it.
     pub fn icon_from_package(
         &self,
@@ -118,23 +133,6 @@ pub fn file_name(id: &str, arch: &str) -> String {
     format!("{id}_{arch}.ampkg")
 }
 
-/// An answer of `/package/list`: its JSON and the strong `ETag` derived from it (so equal
-/// answers have equal tags, also across restarts).
-#[derive(Clone)]
-pub struct ListAnswer {
-    pub json: Arc<Vec<u8>>,
-    pub etag: String,
-}
-
-impl ListAnswer {
-    pub fn new(json: Vec<u8>) -> ListAnswer {
-        ListAnswer {
-            etag: content_etag(&json),
-            json: Arc::new(json),
-        }
-    }
-}
-
 /// A strong entity tag for `bytes`: a quoted SHA-1 of them.
 pub fn content_etag(bytes: &[u8]) -> String {
     format!(
@@ -155,28 +153,56 @@ pub struct ListQuery {
 #[derive(Default)]
 pub struct Index {
     packages: BTreeMap<(String, String), Arc<Entry>>,
-    list_cache: HashMap<ListQuery, ListAnswer>,
-    /// Bytes of the answers in `list_cache`.
-    list_cache_bytes: usize,
-    /// Counts changes, so an answer built from an older state is not cached.
+    /// Counts changes, so an answer built from an older state is not used.
     generation: u64,
+    /// What the entries keep in memory: listed metadata, and icons.
+    listed_bytes: u64,
+    icon_bytes: u64,
 }
 
 impl Index {
     pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         self.changed();
+        self.count(&entry, true);
         let key = (entry.id().to_string(), entry.arch().to_string());
-        self.packages.insert(key, entry)
+        let previous = self.packages.insert(key, entry);
+        if let Some(previous) = &previous {
+            self.count(previous, false);
+        }
+        previous
     }
 
     pub fn remove(&mut self, id: &str, arch: &str) -> Option<Arc<Entry>> {
         self.changed();
-        self.packages.remove(&(id.to_string(), arch.to_string()))
+        let removed = self.packages.remove(&(id.to_string(), arch.to_string()));
+        if let Some(removed) = &removed {
+            self.count(removed, false);
+        }
+        removed
+    }
+
+    fn count(&mut self, entry: &Entry, added: bool) {
+        let (listed, icon) = (entry.info.listed_size(), entry.icon_in_memory());
+        if added {
+            self.listed_bytes += listed;
+            self.icon_bytes += icon;
+        } else {
+            self.listed_bytes = self.listed_bytes.saturating_sub(listed);
+            self.icon_bytes = self.icon_bytes.saturating_sub(icon);
+        }
+    }
+
+    /// Bytes of listed metadata (names, descriptions, ...) of all packages.
+    pub fn listed_bytes(&self) -> u64 {
+        self.listed_bytes
+    }
+
+    /// Bytes of icons kept in memory.
+    pub fn icon_bytes(&self) -> u64 {
+        self.icon_bytes
     }
 
     fn changed(&mut self) {
-        self.list_cache.clear();
-        self.list_cache_bytes = 0;
         self.generation += 1;
     }
 
@@ -243,32 +269,6 @@ impl Index {
             .flat_map(|e| e.info.categories.iter())
             .collect();
         all.into_iter().cloned().collect()
-    }
-
-    /// A cached answer for `query`.
-    pub fn cached_list(&self, query: &ListQuery) -> Option<ListAnswer> {
-        self.list_cache.get(query).cloned()
-    }
-
-    /// Cache `json`, the answer for `query` built at `generation`, if that is still the
-    /// current state; older answers make room when the cache would exceed its bytes.
-    pub fn cache_list(&mut self, query: &ListQuery, answer: ListAnswer, generation: u64) {
-        let length = answer.json.len();
-        if generation != self.generation || length > LIST_CACHE_BYTES {
-            return;
-        }
-        while self.list_cache_bytes + length > LIST_CACHE_BYTES {
-            let Some(key) = self.list_cache.keys().next().cloned() else {
-                break;
-            };
-            if let Some(old) = self.list_cache.remove(&key) {
-                self.list_cache_bytes -= old.json.len();
-            }
-        }
-        self.list_cache_bytes += length;
-        if let Some(old) = self.list_cache.insert(query.clone(), answer) {
-            self.list_cache_bytes -= old.json.len();
-        }
     }
 
     /// The packages `/package/list` shows for `query`, in order (quick: no JSON here).

@@ -14,6 +14,7 @@ is never renamed into `.packages/`, so changing it (or a hard link to it) later 
 nothing that devices download. Errors say whose fault they are (`InstallError`).
 */
 
+pub mod answers;
 pub mod index;
 mod lru;
 mod records;
@@ -138,13 +139,23 @@ impl Installed {
 /// Why devices will refuse a valid package, if they will.
 fn device_warning(entry: &Entry) -> Option<String> {
     match entry.icon {
-        index::Icon::InPackage { size } => Some(format!(
-            "its icon is {size} bytes: Qt's installer refuses icons over {} bytes, so devices will refuse this package",
-            index::MAX_ICON_IN_MEMORY
-        )),
+        index::Icon::InPackage { size } if size > index::MAX_ICON_IN_MEMORY as u64 => {
+            Some(format!(
+                "its icon is {size} bytes: Qt's installer refuses icons over {} bytes, so devices will refuse this package",
+                index::MAX_ICON_IN_MEMORY
+            ))
+        }
         _ => None,
     }
 }
+
+/// Most packages in the store by default (`--max-packages`).
+pub const DEFAULT_MAX_PACKAGES: u64 = 10_000;
+/// Most bytes of names, descriptions, categories, versions and tags of all packages (what
+/// the lists show, kept in memory): an upload beyond is refused.
+pub const LISTED_BYTES: u64 = 16 << 20;
+/// Most bytes of icons kept in memory; beyond, icons are read from their packages.
+pub const ICON_BYTES: u64 = 16 << 20;
 
 /// The data directory with its packages.
 pub struct Store {
@@ -154,14 +165,16 @@ pub struct Store {
     pub remove_dir: PathBuf,
     pub cache_dir: PathBuf,
     pub limits: Limits,
+    /// Most packages in the store.
+    pub max_packages: u64,
     pub console: Console,
     verification: Option<TrustStore>,
     /// Store signing of downloads, when configured.
     pub signer: Option<Arc<signing::StoreSigner>>,
     index: Mutex<Index>,
     mutation: Mutex<()>,
-    /// One list answer is built at a time (outside the index lock), bounding their memory.
-    list_building: Mutex<()>,
+    /// Lists and the page, built once per change and shared.
+    answers: answers::Answers,
 }
 
 /// Holds the data directory's `.lock` (an flock, released by the kernel if we die).
@@ -249,6 +262,7 @@ impl Store {
     pub fn new(
         data_dir: &Path,
         limits: Limits,
+        max_packages: u64,
         verification: Option<TrustStore>,
         signing_key: Option<crate::package::signature::SigningKey>,
         console: Console,
@@ -262,11 +276,12 @@ impl Store {
             remove_dir: data_dir.join(REMOVE_DIR),
             cache_dir,
             limits,
+            max_packages,
             console,
             verification,
             index: Mutex::new(Index::default()),
             mutation: Mutex::new(()),
-            list_building: Mutex::new(()),
+            answers: answers::Answers::default(),
         }
     }
 
@@ -333,27 +348,34 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The JSON answer of `/package/list` for `query`: from the cache, or built outside the
-    /// index lock, one at a time.
-    pub fn list_json(&self, query: &index::ListQuery) -> index::ListAnswer {
-        if let Some(json) = self.index().cached_list(query) {
-            return json;
-        }
-        let _building = self
-            .list_building
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (entries, generation) = {
-            let index = self.index();
-            // Built by the request we waited for?
-            if let Some(json) = index.cached_list(query) {
-                return json;
-            }
-            (index.list_entries(query), index.generation())
-        };
-        let answer = index::ListAnswer::new(index::list_json(&entries));
-        self.index().cache_list(query, answer.clone(), generation);
-        answer
+    /// The shared answer for `key`, built by `build` (outside the index lock) when the store
+    /// changed since it was last built.
+    pub fn answer(
+        &self,
+        key: answers::AnswerKey,
+        build: impl FnOnce(&Store) -> Vec<u8>,
+    ) -> Result<answers::Answer, answers::AnswerError> {
+        let generation = self.index().generation();
+        self.answers.get(&key, generation, || build(self))
+    }
+
+    /// The JSON answer of `/package/list` for `query`.
+    pub fn list_json(
+        &self,
+        query: &index::ListQuery,
+    ) -> Result<answers::Answer, answers::AnswerError> {
+        self.answer(answers::AnswerKey::List(query.clone()), |store| {
+            let entries = store.index().list_entries(query);
+            index::list_json(&entries)
+        })
+    }
+
+    /// The JSON answer of `/category/list`: every category, sorted.
+    pub fn categories_json(&self) -> Result<answers::Answer, answers::AnswerError> {
+        self.answer(answers::AnswerKey::Categories, |store| {
+            let categories = store.index().categories();
+            serde_json::to_vec(&categories).unwrap_or_else(|_| b"[]".to_vec())
+        })
     }
 
     fn mutation(&self) -> MutexGuard<'_, ()> {
@@ -377,6 +399,20 @@ impl Store {
         let mut cached = std::collections::HashSet::new();
         for (path, result) in files.iter().zip(results) {
             let name = display_name(path);
+            let result = result.and_then(|(mut entry, kept)| {
+                let full = index.len() as u64 >= self.max_packages;
+                let listed = index.listed_bytes() + entry.info.listed_size();
+                if full || listed > LISTED_BYTES {
+                    return Err(format!(
+                        "the store is full: at most {} packages and {LISTED_BYTES} bytes of names, descriptions and categories",
+                        self.max_packages
+                    ));
+                }
+                if index.icon_bytes() + entry.icon_in_memory() > ICON_BYTES {
+                    entry.stream_icon();
+                }
+                Ok((entry, kept))
+            });
             match result {
                 Ok((entry, kept)) => {
                     let (id, arch) = (entry.id().to_string(), entry.arch().to_string());
@@ -512,13 +548,20 @@ impl Store {
                 warning: None,
             });
         }
+        let keep_icon = self
+            .room_for(&info, existing.as_deref())
+            .map_err(InstallError::Rejected)?;
         // Readable by everyone, writable only by us, whatever the umask or the uploader.
         file.file()
             .set_permissions(fs::Permissions::from_mode(0o644))
             .map_err(store_error)?;
         let metadata = file.file().metadata().map_err(store_error)?;
         file.persist(&destination).map_err(store_error)?;
-        let entry = Arc::new(new_entry(info, destination, &metadata));
+        let mut entry = new_entry(info, destination, &metadata);
+        if !keep_icon {
+            entry.stream_icon();
+        }
+        let entry = Arc::new(entry);
         let warning = self.entry_warning(&entry);
         if let Some(signer) = &self.signer {
             signer.prepare(entry.clone(), seam);
@@ -538,6 +581,29 @@ impl Store {
             },
             warning,
         })
+    }
+
+    /// Whether the store has room for `info` (replacing `existing`): `Err` with the reason
+    /// when it has not; `Ok(false)` when its icon is to be read from the package, as the
+    /// icons kept in memory are at their limit.
+    fn room_for(&self, info: &PackageInfo, existing: Option<&Entry>) -> Result<bool, String> {
+        let index = self.index();
+        if existing.is_none() && index.len() as u64 >= self.max_packages {
+            return Err(format!(
+                "the store holds {} packages, the most it may (--max-packages)",
+                index.len()
+            ));
+        }
+        let replaced = existing.map_or(0, |e| e.info.listed_size());
+        let listed = index.listed_bytes() - replaced + info.listed_size();
+        if listed > LISTED_BYTES {
+            return Err(format!(
+                "the store's names, descriptions and categories would take {listed} bytes, more than the {LISTED_BYTES} bytes the server keeps in memory for all packages"
+            ));
+        }
+        let replaced_icon = existing.map_or(0, |e| e.icon_in_memory());
+        let icon = info.icon.as_ref().map_or(0, |i| i.len() as u64);
+        Ok(index.icon_bytes() - replaced_icon + icon <= ICON_BYTES)
     }
 
     /// Remove every package matching `id` (and `arch`, when given). Returns the removed ones.
