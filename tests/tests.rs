@@ -18,6 +18,7 @@ mod promises;
 mod readme;
 mod robustness;
 mod server;
+mod signing;
 mod splice;
 mod tags;
 mod vectors;

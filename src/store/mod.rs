@@ -15,13 +15,21 @@ nothing that devices download. Errors say whose fault they are (`InstallError`).
 */
 
 pub mod answers;
+mod files;
 pub mod index;
+mod installed;
+mod lock;
+pub use files::display_name;
+use files::{new_entry, open_cache_dir, open_regular, remove_temp_files, verify_in_parallel};
+pub use installed::{InstallError, InstallResult, Installed};
+use installed::{Tee, device_warning};
+pub use lock::DirLock;
 mod lru;
 mod records;
 pub mod signing;
 
 use crate::console::{Console, Event, Line};
-use crate::fsutil::{TEMP_MARKER, TempFile};
+use crate::fsutil::TempFile;
 use crate::package::signature::{TrustStore, digest_content};
 use crate::package::splice::Splice;
 use crate::package::{Limits, PackageInfo, read_package};
@@ -29,9 +37,9 @@ use index::{Entry, Index, file_name};
 use std::fs::{self, File};
 use std::io;
 use std::io::Seek;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const PACKAGES_DIR: &str = ".packages";
@@ -40,114 +48,6 @@ pub const REMOVE_DIR: &str = "remove";
 pub const REJECTED_DIR: &str = "rejected";
 pub const CACHE_DIR: &str = ".cache";
 pub const LOCK_FILE: &str = ".lock";
-
-/// What an install did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstallResult {
-    Added,
-    Updated,
-    NoChanges,
-}
-
-impl InstallResult {
-    /// The word in the upload answer.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InstallResult::Added => "added",
-            InstallResult::Updated => "updated",
-            InstallResult::NoChanges => "no changes",
-        }
-    }
-}
-
-/// Why a package was not installed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InstallError {
-    /// The package is invalid: the uploader's fault.
-    Rejected(String),
-    /// The server could not store it (disk full, permissions): the package may be fine.
-    Server(String),
-}
-
-impl InstallError {
-    pub fn message(&self) -> &str {
-        match self {
-            InstallError::Rejected(m) | InstallError::Server(m) => m,
-        }
-    }
-}
-
-/// Copies what is read from `source` into `copy`, remembering a failed write (a server fault,
-/// not the package's).
-struct Tee<'a, R> {
-    source: R,
-    copy: &'a mut File,
-    write_error: Option<io::Error>,
-}
-
-impl<R: io::Read> io::Read for Tee<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.source.read(buf)?;
-        if let Err(e) = io::Write::write_all(self.copy, &buf[..n]) {
-            let message = e.to_string();
-            self.write_error = Some(e);
-            return Err(io::Error::other(message));
-        }
-        Ok(n)
-    }
-}
-
-/// An accepted (or unchanged) package.
-#[derive(Debug, Clone)]
-pub struct Installed {
-    pub id: String,
-    pub arch: String,
-    pub result: InstallResult,
-    /// Something devices will not like about the package, though it is valid.
-    pub warning: Option<String>,
-}
-
-impl Installed {
-    /// The console lines: what happened, and the warning if there is one.
-    pub fn events(&self) -> Vec<Event> {
-        let (id, arch) = (self.id.clone(), self.arch.clone());
-        let mut events = vec![match self.result {
-            InstallResult::Added => Event::Adding {
-                id: id.clone(),
-                arch: arch.clone(),
-            },
-            InstallResult::Updated => Event::Updating {
-                id: id.clone(),
-                arch: arch.clone(),
-            },
-            InstallResult::NoChanges => Event::Unchanged {
-                id: id.clone(),
-                arch: arch.clone(),
-            },
-        }];
-        if let Some(reason) = &self.warning {
-            events.push(Event::Warning {
-                id,
-                arch,
-                reason: reason.clone(),
-            });
-        }
-        events
-    }
-}
-
-/// Why devices will refuse a valid package, if they will.
-fn device_warning(entry: &Entry) -> Option<String> {
-    match entry.icon {
-        index::Icon::InPackage { size } if size > index::MAX_ICON_IN_MEMORY as u64 => {
-            Some(format!(
-                "its icon is {size} bytes: Qt's installer refuses icons over {} bytes, so devices will refuse this package",
-                index::MAX_ICON_IN_MEMORY
-            ))
-        }
-        _ => None,
-    }
-}
 
 /// Most packages in the store by default (`--max-packages`).
 pub const DEFAULT_MAX_PACKAGES: u64 = 10_000;
@@ -175,87 +75,6 @@ pub struct Store {
     mutation: Mutex<()>,
     /// Lists and the page, built once per change and shared.
     answers: answers::Answers,
-}
-
-/// Holds the data directory's `.lock` (an flock, released by the kernel if we die).
-pub struct DirLock {
-    path: PathBuf,
-    _file: File,
-}
-
-impl DirLock {
-    /// Lock `data_dir`, or explain who holds it. The lock file is opened without following
-    /// a link and must be a regular file with no other name, so a symbolic or hard link
-    /// planted as `.lock` can never make us truncate or overwrite a file elsewhere.
-    pub fn acquire(data_dir: &Path) -> Result<DirLock, String> {
-        // A server that stops unlinks `.lock` while it still holds it: the file we locked may
-        // be unlinked by then, so we check that it is still `.lock`, else try again.
-        for _ in 0..100 {
-            if let Some(lock) = DirLock::try_acquire(data_dir)? {
-                return Ok(lock);
-            }
-        }
-        Err(format!(
-            "could not lock the data directory {}: its .lock file keeps being replaced",
-            data_dir.display()
-        ))
-    }
-
-    /// One attempt: `None` when the file locked was no longer `.lock`.
-    fn try_acquire(data_dir: &Path) -> Result<Option<DirLock>, String> {
-        let path = data_dir.join(LOCK_FILE);
-        let mut file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => format!(
-                    "the lock file {} is a symbolic link: remove it",
-                    path.display()
-                ),
-                _ => format!("could not create the lock file {}: {e}", path.display()),
-            })?;
-        let stat = crate::fsutil::stat_file(&file)
-            .map_err(|e| format!("could not read the lock file {}: {e}", path.display()))?;
-        if stat.kind != crate::fsutil::FileKind::Regular || stat.nlink != 1 {
-            return Err(format!(
-                "the lock file {} is not a plain file (it is {} with {} names): remove it",
-                path.display(),
-                stat.kind.describe(),
-                stat.nlink
-            ));
-        }
-        if file.try_lock().is_err() {
-            let pid = std::io::read_to_string(&file).unwrap_or_default();
-            return Err(format!(
-                "could not lock the data directory {} - there is an existing .lock file (belonging to pid {})",
-                data_dir.display(),
-                pid.trim()
-            ));
-        }
-        let still_there =
-            fs::symlink_metadata(&path).is_ok_and(|m| m.ino() == stat.ino && m.dev() == stat.dev);
-        if !still_there {
-            return Ok(None);
-        }
-        use std::io::Write;
-        let _ = file.set_len(0);
-        let _ = write!(file, "{}", std::process::id());
-        Ok(Some(DirLock { path, _file: file }))
-    }
-}
-
-impl Drop for DirLock {
-    /// Remove the lock file while still holding its lock (the lock goes with the descriptor,
-    /// closed after this): a server that opened it meanwhile sees that its file is no longer
-    /// `.lock` once it gets the lock (`acquire`).
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
-    }
 }
 
 impl Store {
@@ -696,121 +515,4 @@ impl Store {
         lines.extend(events.iter().map(Line::Event));
         self.console.lines(&lines);
     }
-}
-
-impl Entry {
-    /// Open the package file (never through a link), checking it is still the file this entry
-    /// describes.
-    pub fn open(&self) -> io::Result<File> {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path)?;
-        if file.metadata()?.ino() != self.inode {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "the package was replaced",
-            ));
-        }
-        Ok(file)
-    }
-}
-
-/// `.cache/`, opened by descriptor. Created when missing; a symbolic link in its place (which
-/// would put our files elsewhere) is removed first.
-fn open_cache_dir(path: &Path) -> Result<crate::fsutil::Dir, String> {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
-        fs::remove_file(path).map_err(|e| {
-            format!(
-                "{} is a symbolic link and cannot be removed: {e}",
-                path.display()
-            )
-        })?;
-    }
-    match fs::create_dir(path) {
-        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
-            return Err(format!("could not create {}: {e}", path.display()));
-        }
-        _ => {}
-    }
-    crate::fsutil::Dir::open(path).map_err(|e| format!("could not open {}: {e}", path.display()))
-}
-
-/// Open `path` for reading if it is a regular file, never following a link or blocking on a
-/// FIFO.
-fn open_regular(path: &Path) -> Result<File, String> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ELOOP) => "not a package file (a symbolic link)".to_string(),
-            _ => format!("could not open {}: {e}", display_name(path)),
-        })?;
-    let stat = crate::fsutil::stat_file(&file)
-        .map_err(|e| format!("could not read {}: {e}", display_name(path)))?;
-    if stat.kind != crate::fsutil::FileKind::Regular {
-        return Err(format!("not a package file ({})", stat.kind.describe()));
-    }
-    Ok(file)
-}
-
-fn new_entry(info: PackageInfo, path: PathBuf, metadata: &fs::Metadata) -> Entry {
-    let modified = metadata.modified().unwrap_or(std::time::UNIX_EPOCH);
-    Entry::new(info, path, metadata.ino(), modified)
-}
-
-/// Run `verify` over `files` on all cores, results in the same order.
-fn verify_in_parallel<T: Send>(files: &[PathBuf], verify: impl Fn(&Path) -> T + Sync) -> Vec<T> {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(files.len().max(1));
-    let next = AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<T>>> = files.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = files.get(i) else { break };
-                    let result = verify(path);
-                    *results[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                }
-            });
-        }
-    });
-    results
-        .into_iter()
-        .filter_map(|slot| slot.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect()
-}
-
-/// Remove our temporary files in `dir`: all of them, or only those of process `pid`. Only
-/// names exactly of our form (`TEMP_MARKER`, then `<pid>-<n>`) count, so no package file
-/// (`<id>_<arch>.ampkg`, whatever the id) can ever be taken for one.
-fn remove_temp_files(dir: &Path, pid: Option<u32>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMP_MARKER)) else {
-            continue;
-        };
-        let Some((owner, n)) = rest.split_once('-') else {
-            continue;
-        };
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if digits(owner) && digits(n) && pid.is_none_or(|pid| owner == pid.to_string()) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// A file's name for messages.
-pub fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
 }

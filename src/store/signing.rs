@@ -68,9 +68,11 @@ pub struct StoreSigner {
     seams: Mutex<ByteLru<[u8; 20]>>,
     /// Since when this server signs with this certificate (`open_cache`).
     certificate_since: OnceLock<SystemTime>,
-    /// Signatures made, and seams rebuilt from package files.
+    /// Signatures made, seams rebuilt from package files, and recompressed bodies built for
+    /// packages that cannot be cut.
     pub signatures: AtomicU64,
     pub seams_rebuilt: AtomicU64,
+    pub recompressed_bodies: AtomicU64,
 }
 
 impl StoreSigner {
@@ -87,6 +89,7 @@ impl StoreSigner {
             seams: Mutex::new(ByteLru::new(SEAM_CACHE_BYTES)),
             signatures: AtomicU64::new(0),
             seams_rebuilt: AtomicU64::new(0),
+            recompressed_bodies: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&signer);
         std::thread::spawn(move || background(weak, receiver));
@@ -414,6 +417,7 @@ impl StoreSigner {
             let _ = cache.remove(&temp);
             return Err(e);
         }
+        self.recompressed_bodies.fetch_add(1, Ordering::Relaxed);
         if entry.discarded.load(Ordering::Acquire) {
             let _ = cache.remove(&records::body_check_name(sha1));
             let _ = cache.remove(&records::body_name(sha1));
