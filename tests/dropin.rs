@@ -141,7 +141,7 @@ fn uploads_get_qt_answers_for_the_usual_mistakes() {
     assert_eq!(empty.status, 200);
     assert_eq!(
         empty.json(),
-        json!({"status": "fail", "message": "the upload is empty"})
+        json!({"status": "fail", "message": "wrong package format"})
     );
     let text = server.request("PUT", "/package/upload", &[], b"plain text");
     assert_eq!(
@@ -294,4 +294,52 @@ fn a_package_deleted_under_the_server_is_dropped_with_a_message() {
         0,
     );
     assert_eq!(server.list(""), json!([]));
+}
+
+/// What Qt's clients and scripts see, as Qt's server writes it: keys sorted as `QJsonObject`
+/// writes them, categories sorted, percent-encoded unreserved characters in paths decoded,
+/// an empty icon is no icon.
+#[test]
+fn answers_read_exactly_as_qts() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let package = make_package(
+        dir.path(),
+        "io.example.sorted",
+        &[("en", "Sorted")],
+        &["samples", "demo"],
+        "1.0",
+        None,
+    );
+    let body = std::fs::read(&package).unwrap();
+    let upload = server.request("PUT", "/package/upload", &[], &body);
+    assert_eq!(
+        upload.text(),
+        r#"{"architecture":"all","id":"io.example.sorted","result":"added","status":"ok"}"#
+    );
+    let list = server.get("/package/list").text();
+    assert!(
+        list.starts_with(r#"[{"architecture":"","categories":["demo","samples"],"descriptions":"#),
+        "{list}"
+    );
+    assert_eq!(
+        server.get("/hel%6Co?project-id=PROJECT").text(),
+        r#"{"status":"ok"}"#
+    );
+    assert_eq!(server.get("/package/%6Cist").text(), list);
+    for escaped in ["/package%2Flist", "/hello%00", "/%2E%2E/hello", "/hello%2F"] {
+        assert_eq!(server.get(escaped).status, 404, "{escaped}");
+    }
+    let no_icon = raw_package("io.example.blank", "", b"", "");
+    server.request("PUT", "/package/upload", &[], &no_icon);
+    let icon = server.get("/package/icon?id=io.example.blank");
+    assert_eq!(icon.status, 404);
+    assert!(icon.body.is_empty());
+    let removed = server.post_form("/package/remove", "id=io.example.blank");
+    assert_eq!(removed.text(), r#"{"removed":1,"status":"ok"}"#);
+    let refused = server.request("PUT", "/package/upload", &[], b"");
+    assert_eq!(
+        refused.text(),
+        r#"{"message":"wrong package format","status":"fail"}"#
+    );
 }

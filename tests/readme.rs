@@ -103,10 +103,10 @@ fn readme_curl_examples_work() {
         read(&work.path().join("hello.ampkg")).unwrap().id,
         "io.example.hello"
     );
-    assert_eq!(outputs[6], r#"{"status":"ok","removed":1}"#);
+    assert_eq!(outputs[6], r#"{"removed":1,"status":"ok"}"#);
     assert_eq!(
         outputs[7],
-        r#"{"status":"ok","result":"added","id":"io.example.hello","architecture":"all"}"#
+        r#"{"architecture":"all","id":"io.example.hello","result":"added","status":"ok"}"#
     );
 }
 

@@ -91,13 +91,13 @@ fn lists_select_by_tags_with_versions_and_the_native_preference() {
     assert_eq!(
         keys,
         [
-            "id",
             "architecture",
-            "names",
-            "descriptions",
-            "version",
             "categories",
-            "iconUrl"
+            "descriptions",
+            "iconUrl",
+            "id",
+            "names",
+            "version"
         ]
     );
 

@@ -41,6 +41,38 @@ pub fn parse_target(target: &str) -> Result<(&str, Params), String> {
     Ok((path, params))
 }
 
+/// `path` with percent-encoded unreserved characters (letters, digits, `-._~`) decoded, as
+/// RFC 3986 6.2.2.2 says they are equivalent (Qt's server routes `/hel%6Co` to `/hello`);
+/// every other escape (`%2F`, `%00`, ...) stays as it is, so it can never reach a route.
+pub fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains('%') {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let decoded = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match decoded {
+            Some(b) => {
+                out.push(b as char);
+                i += 3;
+            }
+            None => {
+                // Paths reach us as ASCII (the fork refuses anything else).
+                out.push(bytes[i] as char);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Every `%` starts a two-digit hex escape, and the decoded bytes are UTF-8.
 fn check_encoding(bytes: &[u8]) -> Result<(), String> {
     let mut rest = bytes;
@@ -251,8 +283,17 @@ pub struct Response {
 }
 
 impl Response {
+    /// `value` as the JSON answer, an object's keys sorted as Qt's `QJsonObject` writes them.
     pub fn json(value: &serde_json::Value) -> Response {
-        Response::json_body(Body::Bytes(value.to_string().into_bytes()))
+        let text = match value {
+            serde_json::Value::Object(map) => {
+                let mut sorted = map.clone();
+                sorted.sort_keys();
+                serde_json::Value::Object(sorted).to_string()
+            }
+            other => other.to_string(),
+        };
+        Response::json_body(Body::Bytes(text.into_bytes()))
     }
 
     pub fn json_body(body: Body) -> Response {

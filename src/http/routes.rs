@@ -427,8 +427,8 @@ fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
             return server_fault(request.body, message);
         }
         Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
-        // Like every other failed upload: 200 with the fail JSON.
-        Err(Received::Empty) => return failed(&name, 200, "the upload is empty".into()),
+        // Qt's words for an empty upload, as for anything that is not gzip.
+        Err(Received::Empty) => return failed(&name, 200, "wrong package format".into()),
     }
     match store.install_upload(temp) {
         Ok(installed) => {

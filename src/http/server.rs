@@ -248,7 +248,7 @@ fn read_parameters(
     };
     let bad_request = |message: String| Response::status(400, &format!("Bad Request: {message}"));
     let (path, mut params) = super::parse_target(request.url()).map_err(bad_request)?;
-    let path = path.to_string();
+    let path = super::normalize_path(path).into_owned();
     let is_form = request.header("Content-Type").is_some_and(|v| {
         v.to_ascii_lowercase()
             .starts_with("application/x-www-form-urlencoded")

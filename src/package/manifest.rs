@@ -233,7 +233,12 @@ pub fn parse_info(text: &str) -> Result<Manifest, String> {
         names: text_map(body, "name", WHAT)?,
         descriptions: text_map(body, "description", WHAT)?,
         version: optional_text(body, "version", WHAT)?,
-        categories: text_list(body, "categories", WHAT)?,
+        // Qt sorts them as it reads info.yaml, and clients see that order.
+        categories: {
+            let mut categories = text_list(body, "categories", WHAT)?;
+            categories.sort();
+            categories
+        },
     })
 }
 

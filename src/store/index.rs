@@ -65,7 +65,9 @@ impl Entry {
         modified: std::time::SystemTime,
     ) -> Entry {
         let icon = match info.icon.take() {
+            // Qt's check is "icon data empty": no icon (a 404), not an empty image.
             None => Icon::None,
+            Some(bytes) if bytes.is_empty() => Icon::None,
             Some(bytes) if bytes.len() <= MAX_ICON_IN_MEMORY => Icon::InMemory(Arc::new(bytes)),
             Some(bytes) => Icon::InPackage {
                 size: bytes.len() as u64,
@@ -314,20 +316,21 @@ pub fn list_json(entries: &[Arc<Entry>]) -> Vec<u8> {
     serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
 }
 
-/// One element of `/package/list`, fields in the reference's order.
+/// One element of `/package/list`, fields in the reference's order: Qt's `QJsonObject`
+/// sorts its keys.
 #[derive(Serialize)]
 struct ListItem<'a> {
-    id: &'a str,
     architecture: &'a str,
-    names: &'a BTreeMap<String, String>,
-    descriptions: &'a BTreeMap<String, String>,
-    version: &'a str,
     categories: &'a [String],
+    descriptions: &'a BTreeMap<String, String>,
     #[serde(rename = "iconUrl")]
     icon_url: String,
+    id: &'a str,
+    names: &'a BTreeMap<String, String>,
     /// Only for packages with tags: the others keep exactly Qt's fields.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tags: Vec<String>,
+    version: &'a str,
 }
 
 impl<'a> ListItem<'a> {
