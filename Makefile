@@ -30,9 +30,11 @@ run: release
 # Everything CI runs: formatting, lints, and all tests.
 test: fmt-check lint
 	@rm -rf target/tmp/skipped
+	@tests/leftovers.sh before
 	$(CARGO) test --lib --tests
 	$(CARGO) test --manifest-path vendor/tiny_http/Cargo.toml
 	@tests/skipped-summary.sh
+	@tests/leftovers.sh after
 
 # The page in headless Chromium (tests/browser.rs; Debian's chromium and chromium-driver).
 # make test runs it too when Chromium is installed, and names it as skipped otherwise; here a

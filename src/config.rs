@@ -169,7 +169,11 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             }
             Long("tls-cert") => out.http.tls_certificate = Some(parser.value().map_err(e)?.into()),
             Long("tls-key") => out.http.tls_key = Some(parser.value().map_err(e)?.into()),
-            Long("upload-token") => out.http.upload_token = Some(text(parser.value().map_err(e)?)?),
+            Long("upload-token") => {
+                let token = text(parser.value().map_err(e)?)?;
+                check_token(&token).map_err(|why| format!("--upload-token: {why}"))?;
+                out.http.upload_token = Some(token)
+            }
             Long("upload-token-file") => {
                 out.http.upload_token_file = Some(parser.value().map_err(e)?.into())
             }
@@ -365,9 +369,16 @@ impl Config {
             Some(path) => Some(
                 SigningKey::from_pkcs12_file(&path, password.as_deref().unwrap_or("")).map_err(
                     |e| {
-                        ConfigError::Startup(format!(
-                            "could not load the store-sign certificate: {e}"
-                        ))
+                        let e = e.to_string();
+                        // No password given for a file that needs one: say which option.
+                        ConfigError::Startup(if password.is_none() && e.contains("wrong password") {
+                            format!(
+                                "could not load the store-sign certificate: {} is protected by a password: give it with --sp (storeSignPassword)",
+                                path.display()
+                            )
+                        } else {
+                            format!("could not load the store-sign certificate: {e}")
+                        })
                     },
                 )?,
             ),
@@ -402,6 +413,7 @@ impl Config {
             .unwrap_or_default();
         // Only a configuration that loaded whole is written.
         if args.create_config {
+            create_data_directory(&data_directory).map_err(ConfigError::Startup)?;
             write_config_file(&config_path, &file, args).map_err(ConfigError::Startup)?;
         }
         Ok(Config {
@@ -532,14 +544,15 @@ fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
             cwd
         }
     };
-    // Created with its parents when missing, as Qt's server does.
+    // Created with its parents when missing, as Qt's server does, but only once the start
+    // is certain to get that far (`create_data_directory`): a start that fails leaves none.
     if !dir.exists() {
-        std::fs::create_dir_all(&dir).map_err(|e| {
+        return std::path::absolute(&dir).map_err(|e| {
             ConfigError::Startup(format!(
-                "could not create the data directory {}: {e}",
+                "could not resolve the data directory {}: {e}",
                 dir.display()
             ))
-        })?;
+        });
     }
     if !dir.is_dir() {
         return Err(ConfigError::Startup(format!(
@@ -553,6 +566,15 @@ fn resolve_data_directory(args: &Args) -> Result<PathBuf, ConfigError> {
             dir.display()
         ))
     })
+}
+
+/// Create the data directory `dir` with its parents when it is missing.
+pub fn create_data_directory(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("could not create the data directory {}: {e}", dir.display()))
 }
 
 fn effective_limits(args: &LimitArgs, file: &LimitArgs) -> Limits {

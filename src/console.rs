@@ -155,6 +155,11 @@ pub enum Event {
         file: String,
         reason: String,
     },
+    /// A rejected file from `upload/`, kept at `place`.
+    Kept {
+        file: String,
+        place: String,
+    },
     Warning {
         id: String,
         arch: String,
@@ -178,6 +183,7 @@ impl Event {
             Event::NoMatch { pattern } => format!(" = skipping {pattern} (no match)"),
             Event::Skipping { file, reason } => format!(" = skipping {file} ({reason})"),
             Event::Dropped { file, reason } => format!(" - dropping {file} ({reason})"),
+            Event::Kept { file, place } => format!(" = keeping  {file} in {place}"),
             Event::Warning { id, arch, reason } => format!(" ! warning  {id} [{arch}] ({reason})"),
         }
     }

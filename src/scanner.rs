@@ -22,7 +22,7 @@ file that cannot be moved is left, and looked at again only once it changes. Dot
 ignored: tools like rsync write under a dot name and rename when done.
 */
 
-use crate::console::Event;
+use crate::console::{Event, Line};
 use crate::fsutil::{Dir, FileKind, FileStat, stat_file};
 use crate::package::WRONG_FILE_TYPE;
 use crate::store::{InstallError, REJECTED_DIR, Store};
@@ -373,10 +373,22 @@ impl Folders {
     ) {
         let shown = name.to_string_lossy().into_owned();
         let moved = self.move_to_rejected(store, upload, name, stat);
-        store.console.event(&Event::Failed {
+        let failed = Event::Failed {
             file: shown.clone(),
             reason,
-        });
+        };
+        match &moved {
+            Ok(place) => {
+                let kept = Event::Kept {
+                    file: shown.clone(),
+                    place: place.clone(),
+                };
+                store
+                    .console
+                    .lines(&[Line::Event(&failed), Line::Event(&kept)]);
+            }
+            Err(_) => store.console.event(&failed),
+        }
         if let Err(problem) = moved {
             store.console.event(&Event::Failed {
                 file: shown,
@@ -392,8 +404,8 @@ impl Folders {
         upload: &Dir,
         name: &OsStr,
         stat: &FileStat,
-    ) -> Result<(), String> {
-        let rejected = self.open_rejected(store, upload)?;
+    ) -> Result<String, String> {
+        let (rejected, folder) = self.open_rejected(store, upload)?;
         if !upload
             .stat(name)
             .ok()
@@ -407,7 +419,7 @@ impl Folders {
             match upload.rename_to(name, &rejected, &target) {
                 Ok(()) => {
                     prune_rejected(store, &rejected);
-                    return Ok(());
+                    return Ok(format!("upload/{folder}/{}", target.to_string_lossy()));
                 }
                 Err(e)
                     if matches!(
@@ -425,7 +437,7 @@ impl Folders {
 
     /// `upload/rejected/`, created and opened by us; when something else is in the way, the
     /// first of `rejected.1` ... that works (said once).
-    fn open_rejected(&mut self, store: &Store, upload: &Dir) -> Result<Dir, String> {
+    fn open_rejected(&mut self, store: &Store, upload: &Dir) -> Result<(Dir, String), String> {
         let mut problem = None;
         for n in 0..=REJECTED_ALTERNATIVES {
             let name = match n {
@@ -441,7 +453,7 @@ impl Folders {
                             format!("{problem}: rejected files go to upload/{name}/"),
                         );
                     }
-                    return Ok(dir);
+                    return Ok((dir, name));
                 }
                 Err(e) => {
                     problem.get_or_insert_with(|| {

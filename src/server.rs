@@ -63,11 +63,13 @@ fn startup_error(message: &str) -> ExitCode {
 
 fn serve(config: Config) -> Result<(), String> {
     let console = Console::from_environment();
+    let signals = ShutdownSignal::install()?;
+    // The port first: nothing that implies success is printed, and no data directory is
+    // created, before it is ours.
+    let listener = bind(config.bind_address)?;
+    crate::config::create_data_directory(&config.data_directory)?;
     // Dropped on every way out of here, which removes the lock file.
     let _lock = DirLock::acquire(&config.data_directory)?;
-    let signals = ShutdownSignal::install()?;
-    // The port first: nothing that implies success is printed before it is ours.
-    let listener = bind(config.bind_address)?;
     raise_file_limit();
     scanner::ignore_lease_signals();
     let signing = config.store_signing.is_some();

@@ -343,3 +343,47 @@ fn answers_read_exactly_as_qts() {
         r#"{"message":"wrong package format","status":"fail"}"#
     );
 }
+
+/// A start that fails leaves no data directory behind; a store certificate that needs a
+/// password says which option gives it.
+#[test]
+fn a_failed_start_creates_no_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new/data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_address = format!("127.0.0.1:{}", busy.local_addr().unwrap().port());
+    let missing = dir.path().join("missing.p12");
+    let certs = certificates();
+    let p12 = certs.store_p12();
+    let attempts: [Vec<&dyn AsRef<std::ffi::OsStr>>; 4] = [
+        vec![&"--sc", &missing],
+        vec![&"--la", &busy_address],
+        vec![&"--upload-token-file", &missing],
+        vec![&"--sc", &p12],
+    ];
+    for args in attempts {
+        let mut command = std::process::Command::new(binary("appman-package-server"));
+        command
+            .arg("--dd")
+            .arg(&data)
+            .args(args.iter().map(|a| a.as_ref()));
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_ne!(output.status.code(), Some(0), "{stderr}");
+        assert!(!dir.path().join("new").exists(), "{stderr}");
+    }
+    // The password option is named when it is missing.
+    let output = std::process::Command::new(binary("appman-package-server"))
+        .arg("--dd")
+        .arg(&data)
+        .arg("--sc")
+        .arg(&p12)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("is protected by a password: give it with --sp"),
+        "{stderr}"
+    );
+    drop(busy);
+}

@@ -161,6 +161,13 @@ fn a_rejected_folder_that_is_a_link_is_not_followed() {
     server
         .lines
         .wait_for_line(" x failed   x.sh (wrong file type (6563686f))", 0);
+    // The console says where it went.
+    server.lines.wait_for("where x.sh went", |lines| {
+        lines.iter().any(|l| {
+            l == " = keeping  x.sh in upload/rejected/x.sh"
+                || l == " = keeping  x.sh in upload/rejected.1/x.sh"
+        })
+    });
     assert_eq!(
         std::fs::read_dir(outside.path()).unwrap().count(),
         0,
