@@ -511,3 +511,46 @@ fn pages_elsewhere_can_neither_change_nor_read_the_store() {
         "return document.querySelectorAll('.card').length === 1",
     );
 }
+
+/// The page's details in Chromium: a package without an icon shows the placeholder (no broken
+/// image), each card links to its download, and a malformed tag is shown next to its field.
+#[test]
+fn the_page_shows_placeholders_links_and_filter_errors() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+    let blank = raw_package(
+        "io.example.blank",
+        "description: {en: 'No icon'}\n",
+        b"",
+        "",
+    );
+    server.request("PUT", "/package/upload", &[], &blank);
+    browser.open(&format!("http://localhost:{}/", server.port));
+    browser.wait_for(
+        "the icons, decoded",
+        "return [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+    );
+    let link = browser.run("return document.querySelector('a.download-link').href");
+    assert_eq!(
+        link,
+        json!(format!(
+            "http://localhost:{}/package/download?id=io.example.blank&architecture=all",
+            server.port
+        ))
+    );
+    let description = browser.run("return document.querySelector('.description').textContent");
+    assert_eq!(description, json!("No icon"));
+    browser.open(&format!("http://localhost:{}/?tag=Bad%20Tag", server.port));
+    browser.wait_for(
+        "the error next to the tags field",
+        "return !!document.querySelector('#filter-error') && document.querySelector('input[name=tag]').getAttribute('aria-invalid') === 'true'",
+    );
+    let error = browser.run("return document.querySelector('#filter-error').textContent");
+    assert!(
+        error.as_str().unwrap().contains("invalid tag 'Bad Tag'"),
+        "{error}"
+    );
+}

@@ -165,8 +165,40 @@ fn the_page_escapes_what_packages_say_and_filters_like_the_list() {
     assert!(selected.contains(r#"<option value="linux_x86_64" selected>"#));
     assert!(selected.contains(r#"<option value="demo" selected>"#));
     assert!(selected.contains(r#"name="filter" value="he""#));
-    let (bad, _) = page(&server, "/?tag=Bad%20Tag");
+    // A malformed tag: the page, with the message next to the field (not JSON).
+    let (bad, html) = page(&server, "/?tag=Bad%20Tag");
     assert_eq!(bad.status, 400);
-    assert_eq!(bad.json()["status"], "fail");
+    assert_eq!(bad.header("Content-Type"), Some("text/html; charset=utf-8"));
     assert_eq!(bad.header("X-Content-Type-Options"), Some("nosniff"));
+    assert!(
+        html.contains(
+            r#"name="tag" value="Bad Tag" placeholder="qt:5.12, neptune" aria-invalid="true""#
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains(
+            r#"<p class="error" id="filter-error" role="alert">invalid tag &#39;Bad Tag&#39;"#
+        ),
+        "{html}"
+    );
+    assert!(!html.contains(r#"<article class="card""#));
+    // Each card: the description, and a real link to its download.
+    let (_, all) = page(&server, "/?filter=hello");
+    assert!(
+        all.contains(r#"<a class="download-link" href="/package/download?id=io.example.hello&amp;architecture=linux_x86_64" download>io.example.hello_linux_x86_64.ampkg</a>"#),
+        "{all}"
+    );
+    let described = raw_package(
+        "io.example.described",
+        "description: {en: '<b>bold</b> words', de: 'Worte'}\n",
+        b"x",
+        "",
+    );
+    server.request("PUT", "/package/upload", &[], &described);
+    let (_, html) = page(&server, "/?filter=raw");
+    assert!(
+        html.contains(r#"<p class="description">&lt;b&gt;bold&lt;/b&gt; words</p>"#),
+        "{html}"
+    );
 }

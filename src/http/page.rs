@@ -71,6 +71,9 @@ pub struct PageInfo<'a> {
     pub upload_folder: String,
     /// How clients reach us (the request's `Host`), for the curl example.
     pub host: String,
+    /// A filter the server could not take (a malformed tag): its message and the text as
+    /// given, shown next to its field.
+    pub filter_error: Option<(String, String)>,
 }
 
 /// The whole page for `query` over `entries` (the packages it selects), with every
@@ -120,14 +123,19 @@ pub fn render(
         signed = yes_no(info.signs_downloads),
         version = escape(info.version),
     );
-    render_filters(&mut html, query, architectures, categories);
+    render_filters(&mut html, query, architectures, categories, info);
     render_upload(&mut html, info);
     let _ = writeln!(
         html,
         r#"<section id="packages" aria-live="polite" data-count="{}">"#,
         entries.len()
     );
-    if store_is_empty {
+    if info.filter_error.is_some() {
+        html.push_str(
+            r#"<p class="empty" id="no-match">Correct the tags to see packages. <a href="/">Show all</a></p>
+"#,
+        );
+    } else if store_is_empty {
         render_empty_store(&mut html, info);
     } else if entries.is_empty() {
         html.push_str(
@@ -156,6 +164,7 @@ fn render_filters(
     query: &ListQuery,
     architectures: &[String],
     categories: &[String],
+    info: &PageInfo<'_>,
 ) {
     let options = |all: &str, values: &[String], selected: Option<&str>| {
         let mut out = format!(r#"<option value="">{all}</option>"#);
@@ -173,21 +182,38 @@ fn render_filters(
         }
         out
     };
-    let tags: Vec<String> = query.tags.include.iter().map(|t| t.to_string()).collect();
+    let tags = match &info.filter_error {
+        Some((_, given)) => given.clone(),
+        None => {
+            let tags: Vec<String> = query.tags.include.iter().map(|t| t.to_string()).collect();
+            tags.join(", ")
+        }
+    };
+    let (invalid, error) = match &info.filter_error {
+        Some((message, _)) => (
+            r#" aria-invalid="true" aria-describedby="filter-error""#,
+            format!(
+                r#"  <p class="error" id="filter-error" role="alert">{}</p>
+"#,
+                escape(message)
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let _ = write!(
         html,
         r#"<form class="filters" id="filters" method="get" action="/" role="search">
   <label>Name <input type="search" name="filter" value="{filter}" placeholder="Search names"></label>
   <label>Architecture <select name="architecture">{architectures}</select></label>
   <label>Category <select name="category">{categories}</select></label>
-  <label>Tags <input type="text" name="tag" value="{tags}" placeholder="qt:5.12, neptune"></label>
-  <button type="submit">Filter</button>
+  <label>Tags <input type="text" name="tag" value="{tags}" placeholder="qt:5.12, neptune"{invalid}></label>
+{error}  <button type="submit">Filter</button>
 </form>
 "#,
         filter = escape(query.filter.as_deref().unwrap_or("")),
         architectures = options("any", architectures, query.architecture.as_deref()),
         categories = options("any", categories, query.category.as_deref()),
-        tags = escape(&tags.join(", ")),
+        tags = escape(&tags),
     );
 }
 
@@ -283,6 +309,19 @@ fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
         names = escape(&all_names.join("\n")),
         title = escape(title),
     );
+    // The English description, else the first.
+    if let Some(description) = info
+        .descriptions
+        .get("en")
+        .or_else(|| info.descriptions.values().next())
+        .filter(|d| !d.is_empty())
+    {
+        let _ = writeln!(
+            html,
+            r#"    <p class="description">{}</p>"#,
+            escape(description)
+        );
+    }
     let others: Vec<(&String, &String)> = info
         .names
         .iter()
@@ -338,6 +377,7 @@ fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
     let _ = write!(
         html,
         r#"    <div class="actions">
+      <a class="download-link" href="/package/download?{query}" download>{file}</a>
       <form class="download" method="get" action="/package/download">
         <input type="hidden" name="id" value="{id}">
         <input type="hidden" name="architecture" value="{arch}">
@@ -350,12 +390,41 @@ fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
 "#,
         id = escape(id),
         arch = escape(arch),
+        query = escape(&query),
+        file = escape(&entry.file_name()),
         hardware_id = if signs_downloads {
             "        <input type=\"text\" name=\"hardware-id\" placeholder=\"hardware id (optional)\" aria-label=\"hardware id\">\n"
         } else {
             ""
         },
     );
+}
+
+/// The page for filters the server could not take (`message`, the tags as `given`): the
+/// form with the message next to the field, and no packages; 400.
+pub fn filter_error_page(state: &State, message: &str, given: &str) -> Response {
+    let store = &state.store;
+    let info = PageInfo {
+        project_id: &state.project_id,
+        verifies_uploads: store.verifies_developer_signatures(),
+        signs_downloads: store.signer.is_some(),
+        needs_token: state.upload_token.is_some(),
+        version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
+        upload_folder: store.upload_dir.display().to_string(),
+        host: String::new(),
+        filter_error: Some((message.to_string(), given.to_string())),
+    };
+    let html = render(&info, &ListQuery::default(), &[], &[], &[], false);
+    guarded(Response {
+        status: 400,
+        headers: vec![
+            ("Content-Type", "text/html; charset=utf-8".into()),
+            ("Cache-Control", "no-cache".into()),
+        ],
+        body: Body::Bytes(html.into_bytes()),
+        close: false,
+        log_note: None,
+    })
 }
 
 /// The `/` route: the page for the request's filters, built once per store change (and host
@@ -367,6 +436,16 @@ pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Res
         .host
         .clone()
         .unwrap_or_else(|| "localhost:8020".to_string());
+    let page_info = |host: String, filter_error| PageInfo {
+        project_id: &state.project_id,
+        verifies_uploads: store.verifies_developer_signatures(),
+        signs_downloads: store.signer.is_some(),
+        needs_token: state.upload_token.is_some(),
+        version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
+        upload_folder: store.upload_dir.display().to_string(),
+        host,
+        filter_error,
+    };
     let key = AnswerKey::Page(query.clone(), host.clone());
     let answer = store.answer(key, |store| {
         let (entries, architectures, categories, empty) = {
@@ -378,15 +457,7 @@ pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Res
             architectures.dedup();
             (entries, architectures, index.categories(), index.is_empty())
         };
-        let info = PageInfo {
-            project_id: &state.project_id,
-            verifies_uploads: store.verifies_developer_signatures(),
-            signs_downloads: store.signer.is_some(),
-            needs_token: state.upload_token.is_some(),
-            version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
-            upload_folder: store.upload_dir.display().to_string(),
-            host,
-        };
+        let info = page_info(host, None);
         render(&info, &query, &entries, &architectures, &categories, empty).into_bytes()
     });
     let answer = match answer {

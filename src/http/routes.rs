@@ -184,9 +184,19 @@ fn list_query(request: &Request<'_>) -> Result<ListQuery, Response> {
 
 /// The page for people (`page`), for the list's filters.
 fn index_page(request: &mut Request<'_>, state: &State) -> Response {
-    match list_query(request) {
-        Ok(query) => page::index_page(request, state, query),
-        Err(answer) => page::guarded(answer),
+    match tag_filter(request) {
+        Ok(_) => match list_query(request) {
+            Ok(query) => page::index_page(request, state, query),
+            Err(answer) => page::guarded(answer),
+        },
+        // Shown on the page, next to the field, not as JSON in place of the page.
+        Err(message) => {
+            let given: Vec<&str> = request
+                .params_named("tag")
+                .chain(request.params_named("exclude-tag"))
+                .collect();
+            page::filter_error_page(state, &message, &given.join(", "))
+        }
     }
 }
 
