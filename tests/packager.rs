@@ -327,3 +327,92 @@ fn create_refuses_links_and_reports_a_missing_info_yaml() {
     assert!(stderr.contains("links"), "{stderr}");
     assert!(!out.exists());
 }
+
+/// Signature errors say what to do, in the packager's verify commands and in the server: an
+/// intermediate CA that was not given is named; a CA that issued nothing in the chain is
+/// said so, without that hint; a store signature for another device says so; success prints
+/// one line.
+#[test]
+fn signature_errors_are_in_words() {
+    let certs = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let package = create(dir.path(), "p.ampkg", &sample_source(), &[]);
+    let signed = dir.path().join("signed.ampkg");
+    let output = packager(&[
+        &"dev-sign-package",
+        &package,
+        &signed,
+        &certs.dev_p12(),
+        &P12_PASSWORD,
+    ]);
+    assert!(output.status.success());
+    let (ca, devca, other) = (certs.ca(), certs.devca(), certs.other_ca());
+    let dev_verify = |cas: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"dev-verify-package", &signed];
+        args.extend_from_slice(cas);
+        packager(&args)
+    };
+    let ok = dev_verify(&[&ca, &devca]);
+    assert!(ok.status.success());
+    let line = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.starts_with("the developer signature of ") && line.contains("is valid"),
+        "{line}"
+    );
+    let (code, stderr) = status(&dev_verify(&[&ca]));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("give the intermediate CA"), "{stderr}");
+    let (code, stderr) = status(&dev_verify(&[&other]));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("none of the given CA certificates"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("intermediate"), "{stderr}");
+
+    let store_signed = dir.path().join("store.ampkg");
+    let output = packager(&[
+        &"store-sign-package",
+        &package,
+        &store_signed,
+        &certs.store_p12(),
+        &P12_PASSWORD,
+        &"08154711",
+    ]);
+    assert!(output.status.success());
+    let store_verify =
+        |hardware_id: &str| packager(&[&"store-verify-package", &store_signed, &ca, &hardware_id]);
+    assert!(store_verify("08154711").status.success());
+    let (code, stderr) = status(&store_verify("another-device"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("does not match the hardware id 'another-device' (it was signed for another device, or for none)"),
+        "{stderr}"
+    );
+    let (code, stderr) = status(&store_verify(""));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("give its hardware id"), "{stderr}");
+
+    // The server says the same of uploads.
+    for (cas, expected, hint) in [
+        (vec![&ca], "give the intermediate CA", true),
+        (vec![&other], "none of the given CA certificates", false),
+    ] {
+        let data = dir.path().join(format!("data-{hint}"));
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = Vec::new();
+        for ca in &cas {
+            args.push(&"--dc");
+            args.push(*ca);
+        }
+        let server = crate::util::Server::start(&data, &args);
+        let answer = server.upload(&signed);
+        let message = answer["message"].as_str().unwrap().to_string();
+        assert!(
+            message.starts_with("invalid developer signature ("),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{message}");
+        assert_eq!(message.contains("intermediate"), hint, "{message}");
+    }
+}

@@ -408,9 +408,35 @@ fn verify(
     let trust = TrustStore::from_files(cas).map_err(|e| Failure::Error(e.to_string()))?;
     trust
         .verify(signature, content.as_bytes())
-        .map_err(|e| Failure::InvalidSignature(format!("invalid {what} signature: {e}")))?;
-    if args.verbose {
-        println!("{what} signature of {} is valid", package.display());
-    }
+        .map_err(|e| Failure::InvalidSignature(rejection(what, &e, kind, hardware_id)))?;
+    let bound = match (kind, hardware_id) {
+        (SignatureKind::Store, "") => " (bound to no hardware id)",
+        (SignatureKind::Store, _) => " (for this hardware id)",
+        _ => "",
+    };
+    println!(
+        "the {what} signature of {} is valid{bound}",
+        package.display()
+    );
     Ok(())
+}
+
+/// Why a signature was refused, in words: a store signature over other content was made for
+/// another hardware id (or for none), which is what a user gets wrong.
+fn rejection(
+    what: &str,
+    error: &amps::package::signature::SignatureError,
+    kind: SignatureKind,
+    hardware_id: &str,
+) -> String {
+    use amps::package::signature::SignatureError;
+    match (kind, error) {
+        (SignatureKind::Store, SignatureError::ContentMismatch) if hardware_id.is_empty() => {
+            "invalid store signature: it does not match without a hardware id (it was signed for a device: give its hardware id)".to_string()
+        }
+        (SignatureKind::Store, SignatureError::ContentMismatch) => format!(
+            "invalid store signature: it does not match the hardware id '{hardware_id}' (it was signed for another device, or for none)"
+        ),
+        (_, error) => format!("invalid {what} signature: {error}"),
+    }
 }

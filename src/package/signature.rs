@@ -25,6 +25,13 @@ pub enum SignatureError {
     Setup(String),
     /// The signature is not valid (the reason from OpenSSL).
     Invalid(String),
+    /// Signed with a certificate that no given CA issued (its issuer named).
+    UntrustedIssuer(String),
+    /// The chain to a given CA needs an intermediate CA that was not given (named).
+    IncompleteChain(String),
+    /// The certificate is trusted, but the signature is not over this content (another
+    /// package, or another hardware id).
+    ContentMismatch,
     /// Creating a signature failed.
     Signing(String),
 }
@@ -34,6 +41,17 @@ impl fmt::Display for SignatureError {
         match self {
             SignatureError::Setup(m) | SignatureError::Invalid(m) | SignatureError::Signing(m) => {
                 f.write_str(m)
+            }
+            SignatureError::UntrustedIssuer(issuer) => write!(
+                f,
+                "it was signed with a certificate issued by {issuer}, which none of the given CA certificates is or issued"
+            ),
+            SignatureError::IncompleteChain(intermediate) => write!(
+                f,
+                "the chain to the given CA certificates is incomplete: give the intermediate CA {intermediate} too"
+            ),
+            SignatureError::ContentMismatch => {
+                f.write_str("the signature was not made over this package's digest")
             }
         }
     }
@@ -150,6 +168,8 @@ impl SigningKey {
 /// The trust anchors for verifying signatures.
 pub struct TrustStore {
     store: X509Store,
+    /// The anchors' subjects (DER), to say why a chain does not reach them.
+    subjects: Vec<Vec<u8>>,
 }
 
 impl TrustStore {
@@ -157,6 +177,7 @@ impl TrustStore {
     pub fn from_files<P: AsRef<Path>>(paths: &[P]) -> Result<TrustStore, SignatureError> {
         let mut builder =
             X509StoreBuilder::new().map_err(|e| SignatureError::Setup(e.to_string()))?;
+        let mut subjects = Vec::new();
         for path in paths {
             let path = path.as_ref();
             let bytes = crate::fsutil::read_settings_file(path, crate::fsutil::MAX_SETTINGS_FILE)
@@ -177,6 +198,9 @@ impl TrustStore {
                     ))
                 })?;
             for certificate in certificates {
+                if let Ok(subject) = certificate.subject_name().to_der() {
+                    subjects.push(subject);
+                }
                 builder.add_cert(certificate).map_err(|e| {
                     SignatureError::Setup(format!(
                         "could not add a certificate from {}: {e}",
@@ -187,6 +211,7 @@ impl TrustStore {
         }
         Ok(TrustStore {
             store: builder.build(),
+            subjects,
         })
     }
 
@@ -203,8 +228,59 @@ impl TrustStore {
                 None,
                 Pkcs7Flags::NOCHAIN | Pkcs7Flags::BINARY,
             )
-            .map_err(|e| SignatureError::Invalid(openssl_reason(&e)))
+            .map_err(|e| self.why_not(&pkcs7, &openssl_reason(&e)))
     }
+
+    /// Why `pkcs7` did not verify, in words: an issuer no CA given is, an intermediate CA
+    /// missing, or a signature over other content; else OpenSSL's `reason`.
+    fn why_not(&self, pkcs7: &Pkcs7, reason: &str) -> SignatureError {
+        let carried: Vec<X509> = pkcs7
+            .signed()
+            .and_then(|signed| signed.certificates())
+            .map(|certificates| certificates.iter().map(|c| c.to_owned()).collect())
+            .unwrap_or_default();
+        if !reason.contains("certificate verify error") {
+            return if reason.contains("digest failure") || reason.contains("signature failure") {
+                SignatureError::ContentMismatch
+            } else {
+                SignatureError::Invalid(reason.to_string())
+            };
+        }
+        let der = |name: &openssl::x509::X509NameRef| name.to_der().unwrap_or_default();
+        let issued_by_anchor = |c: &X509| self.subjects.contains(&der(c.issuer_name()));
+        // A carried CA certificate that a given CA issued: the chain needs it.
+        if let Some(intermediate) = carried.iter().find(|c| {
+            issued_by_anchor(c)
+                && carried
+                    .iter()
+                    .any(|other| der(other.issuer_name()) == der(c.subject_name()))
+        }) {
+            return SignatureError::IncompleteChain(name_text(intermediate.subject_name()));
+        }
+        // The signer: the carried certificate that issued no other.
+        let signer = carried.iter().find(|c| {
+            !carried
+                .iter()
+                .any(|other| der(other.issuer_name()) == der(c.subject_name()) && other != *c)
+        });
+        match signer {
+            Some(signer) => SignatureError::UntrustedIssuer(name_text(signer.issuer_name())),
+            None => SignatureError::Invalid(reason.to_string()),
+        }
+    }
+}
+
+/// A distinguished name as people read it: `CN=..., O=...`.
+fn name_text(name: &openssl::x509::X509NameRef) -> String {
+    let parts: Vec<String> = name
+        .entries()
+        .map(|entry| {
+            let key = entry.object().nid().short_name().unwrap_or("?");
+            let value = entry.data().to_string().unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect();
+    format!("'{}'", parts.join(", "))
 }
 
 /// The most telling part of an OpenSSL error stack, e.g. "certificate verify error".
