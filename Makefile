@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run test test-browser test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
+.PHONY: build release run certificates test test-browser test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
 
 # The host's target triple: make dist builds for it explicitly, so that RUSTFLAGS apply to the
 # binaries only, not to build scripts.
@@ -26,6 +26,11 @@ run: release
 		echo "created $(DATA)/ with the sample package $(SAMPLE)"; \
 	fi
 	target/release/appman-package-server --dd "$(DATA)"
+
+# A CA, a developer CA, a developer and a store certificate in certs/ (PKCS#12 password:
+# password), to try signing without Qt's test data (build/make-certificates.sh).
+certificates:
+	build/make-certificates.sh certs
 
 # Everything CI runs: formatting, lints, and all tests.
 test: fmt-check lint

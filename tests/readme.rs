@@ -190,3 +190,103 @@ fn readme_caching_example_gets_304() {
     assert!(ok, "{script}");
     assert_eq!(out, "304\n");
 }
+
+/// The lines of the first `sh` block of a section.
+fn sh_block(heading: &str) -> String {
+    let lines = section(heading);
+    let start = lines.iter().position(|l| l == "```sh").unwrap() + 1;
+    let end = start + lines[start..].iter().position(|l| l == "```").unwrap();
+    lines[start..end].join("\n") + "\n"
+}
+
+/// A folder that looks like the project after the Quick start: the binaries this test run
+/// built in `target/release/`, and the project's `testdata/`, `build/` and `Makefile`.
+fn project_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("target/release");
+    std::fs::create_dir_all(&release).unwrap();
+    for name in ["appman-package-server", "appman-packager"] {
+        std::os::unix::fs::symlink(crate::util::binary(name), release.join(name)).unwrap();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["testdata", "build", "Makefile"] {
+        std::os::unix::fs::symlink(root.join(name), dir.path().join(name)).unwrap();
+    }
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Run a README block verbatim in `dir` (its port replaced by a free one); its output.
+fn run_block(block: &str, port: &str, dir: &Path) -> String {
+    let script = block.replace(port, &free_port().to_string());
+    let output = Command::new("sh")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script}\n{text}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+fn has(tool: &str) -> bool {
+    let found = Command::new(tool).arg("--version").output().is_ok();
+    if !found {
+        skip(&format!("{tool} is not installed, a README recipe not run"));
+    }
+    found
+}
+
+#[test]
+fn readme_https_token_and_log_example_runs_verbatim() {
+    if !has_curl() || !has("openssl") {
+        return;
+    }
+    let dir = project_folder();
+    let output = run_block(
+        &sh_block("HTTPS, the upload token and the request log"),
+        "8443",
+        dir.path(),
+    );
+    assert!(
+        output.ends_with(
+            r#"{"architecture":"all","id":"io.example.hello","result":"added","status":"ok"}"#
+        ),
+        "{output}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("https.log")).unwrap();
+    assert!(log.contains("PUT /package/upload 200"), "{log}");
+}
+
+#[test]
+fn readme_signing_recipe_runs_verbatim() {
+    if !has_curl() || !has("openssl") || !has("make") {
+        return;
+    }
+    let dir = project_folder();
+    let output = run_block(
+        &sh_block("Signing with certificates of your own"),
+        "8444",
+        dir.path(),
+    );
+    assert!(
+        output.contains(r#""result":"added","status":"ok"}"#),
+        "{output}"
+    );
+    assert!(
+        output.contains("the store signature of signed.ampkg is valid (for this hardware id)"),
+        "{output}"
+    );
+}
