@@ -18,6 +18,9 @@ that, while curl, scripts and Qt's installer (which send neither `Origin` nor a 
 
 use std::net::IpAddr;
 
+/// The longest `Host` header taken: a DNS name (253) and a port.
+const MAX_HOST: usize = 260;
+
 /// The host names a server answers to.
 #[derive(Debug, Clone, Default)]
 pub struct HostPolicy {
@@ -46,6 +49,12 @@ impl HostPolicy {
     /// request without one (HTTP/1.0) is answered.
     pub fn refusal(&self, host: Option<&str>) -> Option<String> {
         let host = host?;
+        if host.len() > MAX_HOST {
+            return Some(format!(
+                "a host name of {} bytes is none this server answers to",
+                host.len()
+            ));
+        }
         let name = host_name(host).to_ascii_lowercase();
         let name = name.trim_end_matches('.');
         let ip = name.parse::<IpAddr>().ok();

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex, Weak};
 pub const LIVE_BYTES: usize = 48 << 20;
 /// The largest answer built.
 pub const MAX_ANSWER_BYTES: usize = 24 << 20;
+/// Answers kept in the cache, at most: their keys (a filter of up to 64 KiB) take memory too.
+const CACHED_ANSWERS: usize = 256;
 
 /// Which answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -157,6 +159,7 @@ impl Answers {
                 return Err(AnswerError::Busy);
             }
         }
+        while cache.order.len() >= CACHED_ANSWERS && cache.evict_oldest() {}
         cache.insert(key.clone(), generation, &answer);
         Ok(answer)
     }
