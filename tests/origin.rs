@@ -24,6 +24,8 @@ fn only_known_host_names_are_answered() {
         format!("[::1]:{port}"),
         format!("store.lab:{port}"),
         "other.lab".to_string(),
+        // A CI service's name (no dot): nothing but local configuration resolves it.
+        format!("packages:{port}"),
     ] {
         let answer = with_host(&server, "GET", "/package/list", &host);
         assert_eq!(answer.status, 200, "{host}");

@@ -8,9 +8,11 @@ that, while curl, scripts and Qt's installer (which send neither `Origin` nor a 
 `Host`) are unaffected:
 
 - **Known hosts.** A request's `Host` must be a name this server answers to: loopback names
-  and addresses always; when it listens on other addresses also any IP literal and this
-  machine's own name; and the names of `--allowed-hosts`. A rebinding page's requests carry its
-  own name, so they are refused (421).
+  and addresses, and names without a dot (a container service, a hosts-file alias: only local
+  configuration resolves them, so no page can rebind them) always; when it listens on other
+  addresses also any IP literal and this machine's own name (and `<name>.local`); and the
+  names of `--allowed-hosts`. A rebinding page's requests carry its own name, a public one, so
+  they are refused (421).
 - **Same-origin writes.** Requests that change the store are refused (403) when a browser says
   they come from elsewhere: an `Origin` that is not this server's own, or `Sec-Fetch-Site:
   cross-site`/`same-site`. The page's own uploads and removals are same-origin.
@@ -58,10 +60,15 @@ impl HostPolicy {
         let name = host_name(host).to_ascii_lowercase();
         let name = name.trim_end_matches('.');
         let ip = name.parse::<IpAddr>().ok();
+        let machine = self.machine_name.as_deref();
         let known = name == "localhost"
             || name.ends_with(".localhost")
+            // A name without a dot (a container service, a hosts-file alias) resolves only
+            // through local configuration: no page can rebind it.
+            || (ip.is_none() && !name.is_empty() && !name.contains('.'))
             || ip.is_some_and(|ip| ip.is_loopback() || !self.loopback_only)
-            || (!self.loopback_only && self.machine_name.as_deref() == Some(name))
+            || (!self.loopback_only
+                && machine.is_some_and(|m| name == m || name.strip_suffix(".local") == Some(m)))
             || self.allowed.iter().any(|a| a == "*" || a == name);
         (!known).then(|| {
             format!(
@@ -161,9 +168,12 @@ mod tests {
             assert!(policy.refusal(Some(host)).is_none(), "{host}");
         }
         assert!(policy.refusal(None).is_none());
+        for host in ["packages:8020", "devbox"] {
+            assert!(policy.refusal(Some(host)).is_none(), "{host}");
+        }
         for host in [
             "attacker.example:8020",
-            "devbox:8020",
+            "devbox.local:8020",
             "192.168.1.5:8020",
             "[fe80::1]",
             "localhost.attacker.example",
@@ -179,7 +189,13 @@ mod tests {
             machine_name: Some("devbox".into()),
             allowed: vec![],
         };
-        for host in ["192.168.1.5:8020", "[fe80::1]:8020", "devbox", "localhost"] {
+        for host in [
+            "192.168.1.5:8020",
+            "[fe80::1]:8020",
+            "devbox",
+            "devbox.local",
+            "localhost",
+        ] {
             assert!(policy.refusal(Some(host)).is_none(), "{host}");
         }
         assert!(policy.refusal(Some("attacker.example")).is_some());
