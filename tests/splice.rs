@@ -271,6 +271,8 @@ fn a_cut_in_the_first_block_and_signed_packages() {
         cut.boundary, 0,
         "one block: the boundary is the member's start"
     );
+    // Nothing of that member is kept: it is left out, not sent empty.
+    assert_eq!((cut.keep, cut.closing.len()), (0, 0));
     check_splice(&bytes, "cut in the first block");
 
     let certs = certificates();

@@ -47,8 +47,10 @@ pub struct GzipMembers<R: BufRead> {
     /// The last 8 input bytes taken (the newest in the low byte): a boundary's partial byte
     /// is among them.
     recent_input: u64,
-    /// Where the current member's output starts, and its CRC-32 so far.
+    /// Where the current member's output starts (and its header in the file), and its CRC-32
+    /// so far.
     member_start: u64,
+    member_file_start: u64,
     member_crc: crc32fast::Hasher,
     recorder: Option<Box<CutRecorder>>,
 }
@@ -75,6 +77,7 @@ impl<R: BufRead> GzipMembers<R> {
             out_pos: 0,
             recent_input: 0,
             member_start: 0,
+            member_file_start: 0,
             member_crc: crc32fast::Hasher::new(),
             recorder: None,
         })
@@ -101,6 +104,7 @@ impl<R: BufRead> GzipMembers<R> {
         if starts_with_magic(&mut self.input)? {
             self.inflater.reset()?;
             self.member_start = self.out_pos;
+            self.member_file_start = self.in_pos;
             self.member_crc = crc32fast::Hasher::new();
             self.state = State::Member;
             return Ok(());
@@ -171,6 +175,7 @@ impl<R: BufRead> GzipMembers<R> {
             partial_byte,
             out_position: self.out_pos,
             member_start: self.member_start,
+            member_file_start: self.member_file_start,
             member_crc: self.member_crc.clone().finalize(),
         });
     }

@@ -10,7 +10,8 @@ before the cut point; the download is then
 
 1. the package file's own bytes up to that boundary (sent with sendfile),
 2. `Cut::closing`: the boundary's partial byte with the following block's bits cleared, an
-   empty final stored block, and the member's CRC-32 and length there,
+   empty final stored block, and the member's CRC-32 and length there (when the boundary is
+   the member's very start, the member is left out instead: nothing of it is kept),
 3. the *seam*: a small gzip member holding the decompressed bytes between the boundary and
    the cut point (none when they are empty),
 4. a member with the new footer and the end of the archive (`store::signing`).
@@ -42,8 +43,9 @@ pub struct Boundary {
     pub partial_byte: u8,
     /// Decompressed bytes before the boundary (all members).
     pub out_position: u64,
-    /// Where the boundary's member starts in the decompressed stream.
+    /// Where the boundary's member starts in the decompressed stream, and in the file.
     pub member_start: u64,
+    pub member_file_start: u64,
     /// CRC-32 of the member's decompressed bytes before the boundary.
     pub member_crc: u32,
 }
@@ -74,9 +76,16 @@ pub struct Cut {
 
 impl Cut {
     fn new(boundary: &Boundary, cut: u64, between_sha256: [u8; 32], seam: Option<Vec<u8>>) -> Cut {
+        // Nothing of the boundary's member is kept (its first block): leave the member out
+        // rather than send it empty.
+        let (keep, closing) = if boundary.out_position == boundary.member_start {
+            (boundary.member_file_start, Vec::new())
+        } else {
+            (boundary.bit_position / 8, closing_bytes(boundary))
+        };
         Cut {
-            keep: boundary.bit_position / 8,
-            closing: closing_bytes(boundary),
+            keep,
+            closing,
             boundary: boundary.out_position,
             cut,
             between_sha256,
@@ -325,6 +334,7 @@ mod tests {
             partial_byte,
             out_position: 10,
             member_start: 4,
+            member_file_start: 0,
             member_crc: 0x0403_0201,
         };
         let trailer = [0x00, 0x00, 0xff, 0xff, 1, 2, 3, 4, 6, 0, 0, 0];
