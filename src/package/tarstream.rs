@@ -1,7 +1,8 @@
 /*!
-The one tar reader: every place that reads a package's tar stream (verification, store
-signing, the signing cache) goes through `TarReader`, so they can never disagree about where an
-entry starts, what it is called or how long it is.
+The one tar reader: every place that reads a package's tar stream (verification, which also
+marks where a signed download is cut, icons, the recompressed copy of a package that cannot be
+cut) goes through `TarReader`, so they can never disagree about where an entry starts, what it
+is called or how long it is.
 
 It works on raw 512-byte blocks, as tar-rs does, but bounded everywhere input reaches: header
 checksums are checked, sizes parsed strictly (octal or GNU base-256) with checked arithmetic,
