@@ -95,12 +95,18 @@ pub const MAX_SETTINGS_FILE: u64 = 1 << 20;
 /// be reached through a link, but must be a regular file of at most `max` bytes. A FIFO, a
 /// device or `/dev/zero` gets an error naming what it is, never a hang or a flood.
 pub fn read_settings_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)?;
+    read_regular(file, max)
+}
+
+/// The bytes of `file` if it is a regular file of at most `max` bytes (also when it grows
+/// while read).
+fn read_regular(file: File, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
     let stat = stat_file(&file)?;
     if stat.kind != FileKind::Regular {
         return Err(io::Error::new(
@@ -108,7 +114,7 @@ pub fn read_settings_file(path: &Path, max: u64) -> io::Result<Vec<u8>> {
             format!("not a regular file ({})", stat.kind.describe()),
         ));
     }
-    let mut bytes = Vec::new();
+    let mut bytes = Vec::with_capacity(stat.size.min(max) as usize);
     file.take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
         return Err(io::Error::new(
@@ -378,21 +384,7 @@ impl Dir {
     /// The bytes of `name` if it is a regular file of at most `max` bytes (never a link, a
     /// FIFO or a device).
     pub fn read_file(&self, name: &std::ffi::OsStr, max: u64) -> io::Result<Vec<u8>> {
-        use std::io::Read;
-        let file = self.open_file(name)?;
-        let stat = stat_file(&file)?;
-        if stat.kind != FileKind::Regular || stat.size > max {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not a regular file of at most {max} bytes"),
-            ));
-        }
-        let mut bytes = Vec::with_capacity(stat.size as usize);
-        file.take(max + 1).read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > max {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "the file grew"));
-        }
-        Ok(bytes)
+        read_regular(self.open_file(name)?, max)
     }
 
     /// Remove the file (or link) `name`.

@@ -483,16 +483,7 @@ fn small_file_hazards_are_closed() {
 fn memory_per_package_in_the_worst_case() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let rss = || {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-        line.split_whitespace()
-            .nth(1)
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let rss = || server.rss_kib();
     let icon = noise(256 * 1024);
     let text = format!("description: {{en: '{}'}}\n", "d".repeat(255 * 1024));
     let before = rss();

@@ -6,13 +6,6 @@ use crate::util::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-/// The server's resident memory now, in KiB.
-fn rss_kib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 /// A connection that asks for `target` and reads one byte of the answer (so the server is
 /// sending it), then nothing more.
 fn stalled(port: u16, target: &str) -> TcpStream {
@@ -41,14 +34,14 @@ fn clients_that_never_read_share_one_copy_of_each_answer() {
     }
     let list = server.get("/package/list");
     assert!(list.body.len() > 12_000_000);
-    let before = rss_kib(&server);
+    let before = server.rss_kib();
     let mut held = Vec::new();
     for _ in 0..12 {
         held.push(stalled(server.port, "/package/list"));
         held.push(stalled(server.port, "/"));
         held.push(stalled(server.port, "/category/list"));
     }
-    let after = rss_kib(&server);
+    let after = server.rss_kib();
     let growth_mib = after.saturating_sub(before) / 1024;
     eprintln!("36 connections holding 12 MB answers: RSS {before} KiB -> {after} KiB");
     // One copy per answer, whatever the number of connections (a copy each: 300 MiB more).

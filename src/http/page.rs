@@ -36,11 +36,10 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
     })
 }
 
-/// `response` with the headers every page and asset carries.
+/// `response` with the headers every page and asset carries (`nosniff` is on every answer).
 pub fn guarded(response: Response) -> Response {
     response
         .with_header("Content-Security-Policy", CSP)
-        .with_header("X-Content-Type-Options", "nosniff")
         .with_header("Referrer-Policy", "no-referrer")
 }
 
@@ -400,43 +399,10 @@ fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
     );
 }
 
-/// The page for filters the server could not take (`message`, the tags as `given`): the
-/// form with the message next to the field, and no packages; 400.
-pub fn filter_error_page(state: &State, message: &str, given: &str) -> Response {
+/// What the page shows beside the packages, for `state`.
+fn page_info(state: &State, host: String, filter_error: Option<(String, String)>) -> PageInfo<'_> {
     let store = &state.store;
-    let info = PageInfo {
-        project_id: &state.project_id,
-        verifies_uploads: store.verifies_developer_signatures(),
-        signs_downloads: store.signer.is_some(),
-        needs_token: state.upload_token.is_some(),
-        version: concat!("appman-package-server ", env!("CARGO_PKG_VERSION")),
-        upload_folder: store.upload_dir.display().to_string(),
-        host: String::new(),
-        filter_error: Some((message.to_string(), given.to_string())),
-    };
-    let html = render(&info, &ListQuery::default(), &[], &[], &[], false);
-    guarded(Response {
-        status: 400,
-        headers: vec![
-            ("Content-Type", "text/html; charset=utf-8".into()),
-            ("Cache-Control", "no-cache".into()),
-        ],
-        body: Body::Bytes(html.into_bytes()),
-        close: false,
-        log_note: None,
-    })
-}
-
-/// The `/` route: the page for the request's filters, built once per store change (and host
-/// name) and shared like the lists.
-pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Response {
-    let store = &state.store;
-    let host = request
-        .headers
-        .host
-        .clone()
-        .unwrap_or_else(|| "localhost:8020".to_string());
-    let page_info = |host: String, filter_error| PageInfo {
+    PageInfo {
         project_id: &state.project_id,
         verifies_uploads: store.verifies_developer_signatures(),
         signs_downloads: store.signer.is_some(),
@@ -445,9 +411,45 @@ pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Res
         upload_folder: store.upload_dir.display().to_string(),
         host,
         filter_error,
-    };
+    }
+}
+
+/// The page as an answer with `status`.
+fn html_response(status: u16, body: Body) -> Response {
+    guarded(Response {
+        status,
+        headers: vec![
+            ("Content-Type", "text/html; charset=utf-8".into()),
+            ("Cache-Control", "no-cache".into()),
+        ],
+        body,
+        close: false,
+        log_note: None,
+    })
+}
+
+/// The page for filters the server could not take (`message`, the tags as `given`): the
+/// form with the message next to the field, and no packages; 400.
+pub fn filter_error_page(state: &State, message: &str, given: &str) -> Response {
+    let info = page_info(
+        state,
+        String::new(),
+        Some((message.to_string(), given.to_string())),
+    );
+    let html = render(&info, &ListQuery::default(), &[], &[], &[], false);
+    html_response(400, Body::Bytes(html.into_bytes()))
+}
+
+/// The `/` route: the page for the request's filters, built once per store change (and host
+/// name) and shared like the lists.
+pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Response {
+    let host = request
+        .headers
+        .host
+        .clone()
+        .unwrap_or_else(|| "localhost:8020".to_string());
     let key = AnswerKey::Page(query.clone(), host.clone());
-    let answer = store.answer(key, |store| {
+    let answer = state.store.answer(key, |store| {
         let (entries, architectures, categories, empty) = {
             let index = store.index();
             let entries = index.list_entries(&query);
@@ -457,23 +459,13 @@ pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Res
             architectures.dedup();
             (entries, architectures, index.categories(), index.is_empty())
         };
-        let info = page_info(host, None);
+        let info = page_info(state, host, None);
         render(&info, &query, &entries, &architectures, &categories, empty).into_bytes()
     });
-    let answer = match answer {
-        Ok(answer) => answer,
-        Err(error) => return guarded(Response::unanswerable(&error)),
-    };
-    guarded(Response {
-        status: 200,
-        headers: vec![
-            ("Content-Type", "text/html; charset=utf-8".into()),
-            ("Cache-Control", "no-cache".into()),
-        ],
-        body: Body::Shared(answer.bytes),
-        close: false,
-        log_note: None,
-    })
+    match answer {
+        Ok(answer) => html_response(200, Body::Shared(answer.bytes)),
+        Err(error) => guarded(Response::unanswerable(&error)),
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ pub fn takes(path: &str, method: Method) -> bool {
 /// Dispatch one request.
 pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
     if let Some(refusal) = state.hosts.refusal(request.headers.host.as_deref()) {
-        return fail(421, &refusal).closing();
+        return Response::fail(421, &refusal).closing();
     }
     let Some((allowed, handler)) = route(&request.path) else {
         return Response::not_found();
@@ -86,7 +86,7 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
             request.headers.host.as_deref(),
         )
     {
-        return fail(403, &refusal).closing();
+        return Response::fail(403, &refusal).closing();
     }
     if writes
         && let Some(token) = &state.upload_token
@@ -163,32 +163,24 @@ fn tag_filter(request: &Request<'_>) -> Result<TagFilter, String> {
 
 /// 400 with the fail JSON, for a malformed parameter.
 fn malformed(message: String) -> Response {
-    fail(400, &message)
+    Response::fail(400, &message)
 }
 
-/// `status` with the fail JSON.
-fn fail(status: u16, message: &str) -> Response {
-    Response::fail(status, message)
-}
-
-/// The filters of `/package/list` (and of the page): `Err` with the answer for a malformed
+/// The filters of `/package/list` (and of the page): `Err` with the message for a malformed
 /// tag.
-fn list_query(request: &Request<'_>) -> Result<ListQuery, Response> {
+fn list_query(request: &Request<'_>) -> Result<ListQuery, String> {
     Ok(ListQuery {
         category: request.non_empty_param("category").map(str::to_string),
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
-        tags: tag_filter(request).map_err(malformed)?,
+        tags: tag_filter(request)?,
     })
 }
 
 /// The page for people (`page`), for the list's filters.
 fn index_page(request: &mut Request<'_>, state: &State) -> Response {
-    match tag_filter(request) {
-        Ok(_) => match list_query(request) {
-            Ok(query) => page::index_page(request, state, query),
-            Err(answer) => page::guarded(answer),
-        },
+    match list_query(request) {
+        Ok(query) => page::index_page(request, state, query),
         // Shown on the page, next to the field, not as JSON in place of the page.
         Err(message) => {
             let given: Vec<&str> = request
@@ -224,7 +216,7 @@ fn static_asset(request: &mut Request<'_>, _: &State) -> Response {
 fn package_list(request: &mut Request<'_>, state: &State) -> Response {
     let query = match list_query(request) {
         Ok(query) => query,
-        Err(answer) => return answer,
+        Err(message) => return malformed(message),
     };
     shared_json(request, state.store.list_json(&query))
 }

@@ -31,7 +31,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -147,10 +147,9 @@ impl StoreSigner {
             self.remember_seam(&entry, Arc::new(seam));
         }
         let queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sender) = queue.as_ref()
-            && let Err(TrySendError::Full(_)) = sender.try_send(entry)
-        {
-            // Done at the first signed download instead.
+        if let Some(sender) = queue.as_ref() {
+            // A full queue: done at the first signed download instead.
+            let _ = sender.try_send(entry);
         }
     }
 
@@ -362,8 +361,9 @@ impl StoreSigner {
         }
     }
 
-    /// `entry` is gone or replaced: drop what `.cache/` and memory hold for it. Never waits
-    /// for a body being built (that build removes its own result when it ends).
+    /// `entry` is gone or replaced (the store has marked it `discarded`): drop what `.cache/`
+    /// and memory hold for it. Never waits for a body being built (that build removes its own
+    /// result when it ends).
     pub fn discard(&self, entry: &Entry) {
         let sha1 = &entry.info.sha1;
         self.seams
@@ -372,9 +372,6 @@ impl StoreSigner {
             .remove(sha1);
         let Ok(cache) = self.cache() else { return };
         let _ = cache.remove(&records::seam_name(sha1));
-        entry
-            .discarded
-            .store(true, std::sync::atomic::Ordering::Release);
         if let Ok(mut built) = entry.signing_body.try_lock()
             && std::mem::take(&mut *built)
         {
