@@ -91,3 +91,39 @@ fn the_store_is_bounded_in_listed_metadata() {
     assert!(message.contains("16777216 bytes"), "{message}");
     assert_eq!(server.list("").as_array().unwrap().len(), count);
 }
+
+/// Icons kept in memory stay within 16 MiB for the whole store: beyond, they are read from
+/// their packages, byte for byte the same, and without the warning meant for icons Qt refuses.
+#[test]
+fn icons_beyond_the_memory_bound_are_read_from_their_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let icon = |i: usize| {
+        let mut bytes = noise(250 * 1024);
+        bytes[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        bytes
+    };
+    let before = server.rss_kib();
+    for i in 0..140 {
+        let package = raw_package(&format!("io.example.pictured{i:03}"), "", &icon(i), "");
+        let answer = server.request("PUT", "/package/upload", &[], &package);
+        assert_eq!(answer.json()["status"], "ok", "{}", answer.text());
+    }
+    // 140 icons of 250 KiB: 35 MB, of which 16 MiB are kept.
+    let growth_mib = server.rss_kib().saturating_sub(before) / 1024;
+    eprintln!("140 icons of 250 KiB: RSS grew by {growth_mib} MiB");
+    assert!(growth_mib < 28, "RSS grew by {growth_mib} MiB");
+    for i in [0, 70, 139] {
+        let got = server.get(&format!("/package/icon?id=io.example.pictured{i:03}"));
+        assert_eq!(got.status, 200);
+        assert!(got.body == icon(i), "icon {i}");
+    }
+    assert!(
+        !server
+            .lines
+            .all()
+            .iter()
+            .any(|l| l.contains("refuses icons")),
+        "no icon here is too large for Qt's installer"
+    );
+}

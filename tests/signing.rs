@@ -194,3 +194,35 @@ fn server_files(dir: &Path, suffix: &str) -> String {
         .find(|n| n.ends_with(suffix))
         .unwrap()
 }
+
+/// `.cache/` replaced by a link to a folder elsewhere before a start: the link is replaced
+/// by a folder of ours, and nothing is written through it.
+#[test]
+fn a_linked_cache_folder_is_never_followed() {
+    let certs = certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, data.join(".cache")).unwrap();
+    let args: [&dyn AsRef<std::ffi::OsStr>; 4] =
+        [&"--sc", &certs.store_p12(), &"--sp", &P12_PASSWORD];
+    let server = Server::start(&data, &args);
+    let big = make_package(
+        dir.path(),
+        "io.example.big",
+        &[],
+        &[],
+        "1",
+        Some(&noise(4 << 20)),
+    );
+    server.upload(&big);
+    assert!(read_bytes(&server.get("/package/download?id=io.example.big").body).is_ok());
+    wait_until("the seam record", || {
+        server.files(".cache").iter().any(|f| f.ends_with(".seam"))
+    });
+    let cache = std::fs::symlink_metadata(data.join(".cache")).unwrap();
+    assert!(cache.is_dir(), "a folder of ours, not the link");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
