@@ -144,14 +144,15 @@ fn a_forged_seam_record_is_never_served() {
     let args: [&dyn AsRef<std::ffi::OsStr>; 4] =
         [&"--sc", &certs.store_p12(), &"--sp", &P12_PASSWORD];
     let server = Server::start(dir.path(), &args);
-    let big = make_package(
-        dir.path(),
-        "io.example.big",
-        &[],
-        &[],
-        "1",
-        Some(&noise(4 << 20)),
-    );
+    // Noise, then 6 MiB of zeros: the last deflate block holds more than verification keeps,
+    // so after a restart the seam comes from the record (or is rebuilt), not from memory.
+    let mut payload = noise(4 << 20);
+    payload.resize(payload.len() + (6 << 20), 0);
+    let big = make_package(dir.path(), "io.example.big", &[], &[], "1", Some(&payload));
+    let amps::package::splice::Splice::Cut(cut) = read(&big).unwrap().splice else {
+        panic!("not cut")
+    };
+    assert!(cut.seam.is_none(), "the seam is rebuilt, then recorded");
     server.upload(&big);
     let target = "/package/download?id=io.example.big";
     let before = server.get(target).body;
