@@ -298,6 +298,53 @@ echo "  list: ours $OURS_RPS req/s, nginx $NGINX_RPS req/s"
 ok=$(awk -v a="$OURS_RPS" -v b="$NGINX_RPS" 'BEGIN { print (a / b >= 0.5) ? 1 : 0 }')
 row "same list, requests/s with wrk -t2 -c16, ours / nginx (static file)" "$(calc "$OURS_RPS / $NGINX_RPS")" ">= 0.5" "$ok"
 
+# --- a shared server: one busy address, and what metrics cost ---------------------------------
+echo "a shared server: 100 clients on one address, 1000 parallel connections, metrics on and off"
+source_dir "$W/mib" io.example.mib $((1024 * 1024))
+"$PACKAGER" create-package "$W/mib.ampkg" "$W/mib"
+mkdir -p "$W/shared"
+start_server "$W/shared" "$W/shared.log"
+SHARED_PID=$SPID; SHARED_PORT=$SPORT
+curl -s -T "$W/mib.ampkg" "http://127.0.0.1:$SHARED_PORT/package/upload" | grep -q '"status":"ok"'
+MIB_URL="http://127.0.0.1:$SHARED_PORT/package/download?id=io.example.mib"
+CLIENTS=()
+t0=$(now)
+for i in $(seq 100); do
+    ( for _ in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null -w '%{http_code}\n' "$MIB_URL"; done > "$W/shared/client$i.txt" ) &
+    CLIENTS+=($!)
+done
+wait "${CLIENTS[@]}"
+t1=$(now)
+FAILED=$(cat "$W"/shared/client*.txt | grep -cv '^200$' || true)
+ANSWERED=$(cat "$W"/shared/client*.txt | wc -l)
+echo "  100 x 10 downloads of $(stat -c %s "$W/mib.ampkg") bytes: $(calc "$t1 - $t0") s, $ANSWERED answers, $FAILED not 200"
+row "100 clients x 10 downloads of 1 MiB from one address, failures" "$FAILED" "0" "$([ "$FAILED" = 0 ] && echo 1 || echo 0)"
+row "the same, time, s" "$(calc "$t1 - $t0")" "figure" 1
+kill "$SHARED_PID"
+mkdir -p "$W/parallel"
+start_server "$W/parallel" "$W/parallel.log"
+PARALLEL_PID=$SPID
+FAILED=$(python3 bench/parallel.py "$SPORT" 1000)
+RSS=$(awk '/VmHWM/ {print $2}' "/proc/$PARALLEL_PID/status")
+kill "$PARALLEL_PID"
+row "1000 parallel connections from one address (GET /hello), failures" "$FAILED" "0" "$([ "$FAILED" = 0 ] && echo 1 || echo 0)"
+row "the same, peak RSS, MiB" "$(calc "$RSS / 1024")" "figure" 1
+# Latency of the cached list (1000 packages) with metrics (the default) and without,
+# interleaved three times; the best median of each.
+mkdir -p "$W/d4"
+cp -a "$W/d3/.packages" "$W/d4/"
+start_server "$W/d4" "$W/d4.log" --no-metrics
+NOMETRICS_PORT=$SPORT
+best_on=999; best_off=999
+for _ in 1 2 3; do
+    wrk -t1 -c1 -d3s --latency "http://127.0.0.1:$MANY_PORT$LIST" > "$W/wrk-on.txt"
+    wrk -t1 -c1 -d3s --latency "http://127.0.0.1:$NOMETRICS_PORT$LIST" > "$W/wrk-off.txt"
+    best_on=$(awk -v a="$best_on" -v b="$(median_ms "$W/wrk-on.txt")" 'BEGIN { print (b < a) ? b : a }')
+    best_off=$(awk -v a="$best_off" -v b="$(median_ms "$W/wrk-off.txt")" 'BEGIN { print (b < a) ? b : a }')
+done
+echo "  list median latency: $best_on ms with metrics, $best_off ms without"
+row "list median latency with metrics / without (best of 3 medians)" "$(calc "$best_on / $best_off")" "<= 1.1" "$(awk -v a="$best_on" -v b="$best_off" 'BEGIN { print (a / b <= 1.1) ? 1 : 0 }')"
+
 # --- hostile clients ---------------------------------------------------------------------------
 python3 bench/attacks.py "$SERVER" "$W/attacks" | tee "$W/attacks.txt"
 

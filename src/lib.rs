@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod fsutil;
 pub mod http;
+pub mod metrics;
 pub mod package;
 pub mod scanner;
 pub mod server;

@@ -25,7 +25,7 @@ ignored: tools like rsync write under a dot name and rename when done.
 use crate::console::{Event, Line};
 use crate::fsutil::{Dir, FileKind, FileStat, stat_file};
 use crate::package::WRONG_FILE_TYPE;
-use crate::store::{InstallError, REJECTED_DIR, Store};
+use crate::store::{InstallError, REJECTED_DIR, Store, UploadOutcome};
 use polling::{Event as PollEvent, Events, Poller};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -157,6 +157,10 @@ impl Folders {
     pub fn scan(&mut self, store: &Store) {
         self.uploads(store, Pass::Process);
         self.scan_removals(store);
+        store
+            .counters
+            .scanner_passes
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// The start-up pass: uploads first, in one pass once none is still being written (or
@@ -169,6 +173,10 @@ impl Folders {
         }
         self.uploads(store, Pass::Process);
         self.scan_removals(store);
+        store
+            .counters
+            .scanner_passes
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Leave `name` (as `stat` shows it) alone while it is unchanged, until `retry_at` if given.
@@ -327,7 +335,13 @@ impl Folders {
         stat: &FileStat,
     ) {
         let shown = name.to_string_lossy().into_owned();
-        match store.install_copy(file) {
+        let installed = store.install_copy(file);
+        store.counters.upload(match &installed {
+            Ok(_) => UploadOutcome::Accepted,
+            Err(InstallError::Rejected(_)) => UploadOutcome::ClientFault,
+            Err(InstallError::Server(_)) => UploadOutcome::ServerFault,
+        });
+        match installed {
             Ok(installed) => {
                 // Remove the uploaded file only if it is still the one we copied.
                 if upload

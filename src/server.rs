@@ -106,7 +106,12 @@ fn serve(config: Config) -> Result<(), String> {
     let mut folders = scanner::Folders::default();
     folders.initial_scan(&store);
 
+    let metrics = config.metrics.then(|| {
+        let build = crate::metrics::BuildInfo { tls: tls.is_some() };
+        Arc::new(crate::metrics::Metrics::new(store.clone(), &build))
+    });
     let state = Arc::new(State {
+        metrics,
         store: store.clone(),
         project_id: config.project_id,
         upload_token: config.upload_token,

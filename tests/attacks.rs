@@ -188,12 +188,20 @@ fn slow_bodies_stall_nobody_and_are_closed_when_they_stop() {
 }
 
 /// Heads sent a byte at a time: answered 408 and closed once the head deadline passed, and
-/// one client cannot hold more than its share of connections.
+/// one client cannot hold more than its share of connections once the server is busy (here
+/// its 8 are half of the 16 in all).
 #[test]
 fn one_client_cannot_take_every_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, package) =
-        server_with_package(dir.path(), &[&"--max-connections-per-client", &"8"]);
+    let (server, package) = server_with_package(
+        dir.path(),
+        &[
+            &"--max-connections",
+            &"16",
+            &"--max-connections-per-client",
+            &"8",
+        ],
+    );
     let mut held: Vec<TcpStream> = (0..8)
         .map(|_| {
             let mut s = connect_from(ATTACKER, server.port);
@@ -222,7 +230,7 @@ fn one_client_cannot_take_every_connection() {
     assert_eq!(
         reported,
         [
-            "> Refusing connections from 127.0.0.3: it has 8 open, the most per client (--max-connections-per-client)"
+            "> Refusing connections from 127.0.0.3: it has 8 open, and its share is 8 while the server is busy (--max-connections-per-client)"
         ],
         "one line per client and minute"
     );
@@ -235,6 +243,11 @@ fn one_client_cannot_take_every_connection() {
     wait_until("the attacker's address being served again", || {
         try_hello(ATTACKER, server.port) == Some(200)
     });
+    // Counted: the 8 heads past their deadline (the refused connections are at least the 20
+    // above, and the tries while the held ones closed; metrics.rs counts them exactly).
+    let metrics = server.get("/metrics").text();
+    let deadline = "appman_http_connections_refused_total{reason=\"deadline\"} 8\n";
+    assert!(metrics.contains(deadline), "{deadline} not in {metrics}");
 }
 
 #[test]
@@ -408,9 +421,10 @@ fn connection_caps_are_read_from_the_config_file_and_written_by_cc() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("amps-config.yaml"),
-        "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\nmaxConnectionsPerClient: 2\n",
+        "%YAML 1.1\n---\nformatType: amps-configuration\nformatVersion: 1\n---\nmaxConnections: 4\nmaxConnectionsPerClient: 2\n",
     )
     .unwrap();
+    // The two held connections are half of the four: the server is busy.
     let server = Server::start(dir.path(), &[]);
     let _held: Vec<TcpStream> = (0..2)
         .map(|_| connect_from(ATTACKER, server.port))

@@ -11,6 +11,7 @@ mod files;
 mod hostile;
 mod http;
 mod memory;
+mod metrics;
 mod origin;
 mod packager;
 mod page;

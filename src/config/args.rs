@@ -44,6 +44,7 @@ Options:
   --upload-token-file <file>    The same, with the token read from a file (kept out of
                                 process lists).
   --log-requests                Print one console line per HTTP request.
+  --no-metrics                  No GET /metrics (Prometheus), which is on by default.
   --allowed-hosts <names>       Host names (comma-separated; repeatable) this server answers
                                 to besides loopback names and, when it listens on other
                                 addresses, IP literals and this machine's name: other Host
@@ -67,7 +68,7 @@ pub struct Args {
     pub http: HttpArgs,
 }
 
-/// Our HTTP extensions (TLS, the upload token, the request log), as given on the command
+/// Our HTTP extensions (TLS, the upload token, the request log, metrics), as given on the command
 /// line or in the config file.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct HttpArgs {
@@ -76,6 +77,8 @@ pub struct HttpArgs {
     pub upload_token: Option<String>,
     pub upload_token_file: Option<PathBuf>,
     pub log_requests: Option<bool>,
+    /// `GET /metrics` on (the default) or off.
+    pub metrics: Option<bool>,
     pub allowed_hosts: Option<Vec<String>>,
 }
 
@@ -166,6 +169,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
                 out.http.upload_token_file = Some(parser.value().map_err(e)?.into())
             }
             Long("log-requests") => out.http.log_requests = Some(true),
+            Long("no-metrics") => out.http.metrics = Some(false),
             Long("allowed-hosts") => {
                 let value = text(parser.value().map_err(e)?)?;
                 let names = out.http.allowed_hosts.get_or_insert_with(Vec::new);

@@ -89,6 +89,11 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             (None, Some(text)) => parse_size(text).map_err(|why| format!("'{key}' {text}: {why}")),
             _ => Err(format!("'{key}' must be a positive number")),
         };
+        let boolean = || {
+            value
+                .as_bool()
+                .ok_or_else(|| format!("'{key}' must be true or false"))
+        };
         match key.as_str() {
             "listenAddress" => settings.listen_address = Some(non_empty()?),
             "projectId" => settings.project_id = Some(non_empty()?),
@@ -120,13 +125,8 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "tlsKey" => settings.http.tls_key = Some(non_empty()?.into()),
             "uploadToken" => settings.http.upload_token = Some(string()?),
             "uploadTokenFile" => settings.http.upload_token_file = Some(non_empty()?.into()),
-            "logRequests" => {
-                settings.http.log_requests = Some(
-                    value
-                        .as_bool()
-                        .ok_or_else(|| format!("'{key}' must be true or false"))?,
-                )
-            }
+            "logRequests" => settings.http.log_requests = Some(boolean()?),
+            "metrics" => settings.http.metrics = Some(boolean()?),
             "allowedHosts" => {
                 let names: Vec<String> = match value {
                     Node::List(items) => items
@@ -238,14 +238,12 @@ pub(super) fn write_config_file(
         http.upload_token.as_deref().map(string),
         None,
     );
-    set(
-        "logRequests",
-        http.log_requests.map(|on| Node::Scalar {
-            text: on.to_string(),
-            plain: true,
-        }),
-        None,
-    );
+    let boolean = |on: bool| Node::Scalar {
+        text: on.to_string(),
+        plain: true,
+    };
+    set("logRequests", http.log_requests.map(boolean), None);
+    set("metrics", http.metrics.map(boolean), None);
     set(
         "allowedHosts",
         http.allowed_hosts

@@ -46,6 +46,8 @@ pub struct Config {
     /// The bearer token uploads and removals over HTTP need, when configured.
     pub upload_token: Option<String>,
     pub log_requests: bool,
+    /// `GET /metrics` served.
+    pub metrics: bool,
     /// Host names answered to besides the built-in ones (`http::origin`).
     pub allowed_hosts: Vec<String>,
 }
@@ -168,6 +170,7 @@ impl Config {
             .log_requests
             .or(file.http.log_requests)
             .unwrap_or(false);
+        let metrics = args.http.metrics.or(file.http.metrics).unwrap_or(true);
         let allowed_hosts = args
             .http
             .allowed_hosts
@@ -192,6 +195,7 @@ impl Config {
             tls,
             upload_token,
             log_requests,
+            metrics,
             allowed_hosts,
         })
     }

@@ -4,12 +4,14 @@ without sockets), and the server that feeds them from tiny_http's connection thr
 (`server`).
 */
 
+pub mod bodies;
 pub mod conditional;
 pub mod origin;
 pub mod page;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod upload;
 
 use std::io::Read;
 use std::sync::Arc;
@@ -148,6 +150,8 @@ pub struct RequestHeaders {
     /// What a browser says of where the request comes from (`origin`).
     pub origin: Option<String>,
     pub sec_fetch_site: Option<String>,
+    /// The formats the client takes (`/metrics`).
+    pub accept: Option<String>,
 }
 
 impl Request<'_> {

@@ -8,16 +8,15 @@ use super::origin::{HostPolicy, cross_origin};
 use super::page;
 use super::{Body, Method, Request, Response, Tail};
 use crate::console::Event;
-use crate::fsutil::TempFile;
-use crate::package::WRONG_FILE_TYPE;
+use crate::metrics::{Metrics, Route};
 use crate::package::digest::to_hex;
 use crate::package::tags::{self, TagFilter};
 use crate::store::answers::{Answer, AnswerError};
 use crate::store::index::content_etag;
 use crate::store::index::{Entry, Icon, ListQuery};
-use crate::store::{InstallError, Store};
+use crate::store::{Store, UploadOutcome};
 use serde_json::json;
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 
 /// What the routes need.
@@ -28,32 +27,40 @@ pub struct State {
     pub upload_token: Option<String>,
     /// The host names answered to.
     pub hosts: HostPolicy,
+    /// What `/metrics` shows; `None` with `--no-metrics`.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// A route's handler.
 type Handler = fn(&mut Request<'_>, &State) -> Response;
 
-/// The route of `path`: the methods it takes and its handler. HEAD is answered wherever GET
-/// is (the server sends the head only).
-fn route(path: &str) -> Option<(&'static [Method], Handler)> {
+/// The route of `path`: its name in metrics, the methods it takes and its handler. HEAD is
+/// answered wherever GET is (the server sends the head only).
+fn route(path: &str) -> Option<(Route, &'static [Method], Handler)> {
     use Method::*;
     Some(match path {
-        "/" | "/index.html" => (&[Get, Head], index_page),
-        p if p.starts_with("/static/") => (&[Get, Head], static_asset),
-        "/hello" => (&[Get, Head, Post], hello),
-        "/package/list" => (&[Get, Head, Post], package_list),
-        "/package/icon" => (&[Get, Head, Post], package_icon),
-        "/package/download" => (&[Get, Head, Post], package_download),
-        "/package/upload" => (&[Put], package_upload),
-        "/package/remove" => (&[Post], package_remove),
-        "/category/list" => (&[Get, Head, Post], category_list),
+        "/" | "/index.html" => (Route::Page, &[Get, Head], index_page),
+        p if p.starts_with("/static/") => (Route::Static, &[Get, Head], static_asset),
+        "/hello" => (Route::Hello, &[Get, Head, Post], hello),
+        "/package/list" => (Route::PackageList, &[Get, Head, Post], package_list),
+        "/package/icon" => (Route::PackageIcon, &[Get, Head, Post], package_icon),
+        "/package/download" => (Route::PackageDownload, &[Get, Head, Post], package_download),
+        "/package/upload" => (Route::PackageUpload, &[Put], super::upload::package_upload),
+        "/package/remove" => (Route::PackageRemove, &[Post], package_remove),
+        "/category/list" => (Route::CategoryList, &[Get, Head, Post], category_list),
+        "/metrics" => (Route::Metrics, &[Get, Head], metrics),
         _ => return None,
     })
 }
 
 /// Whether `path` takes `method`: only then is a form body read for parameters.
 pub fn takes(path: &str, method: Method) -> bool {
-    route(path).is_some_and(|(allowed, _)| allowed.contains(&method))
+    route(path).is_some_and(|(_, allowed, _)| allowed.contains(&method))
+}
+
+/// The route `path` counts under in metrics.
+pub fn route_of(path: &str) -> Route {
+    route(path).map_or(Route::Other, |(route, _, _)| route)
 }
 
 /// Dispatch one request.
@@ -61,7 +68,7 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
     if let Some(refusal) = state.hosts.refusal(request.headers.host.as_deref()) {
         return Response::fail(421, &refusal).closing();
     }
-    let Some((allowed, handler)) = route(&request.path) else {
+    let Some((_, allowed, handler)) = route(&request.path) else {
         return Response::not_found();
     };
     if !allowed.contains(&request.method) {
@@ -86,15 +93,55 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
             request.headers.host.as_deref(),
         )
     {
+        count_refused_upload(request, state);
         return Response::fail(403, &refusal).closing();
     }
     if writes
         && let Some(token) = &state.upload_token
         && !authorized(request, token)
     {
+        count_refused_upload(request, state);
         return unauthorized(request, state);
     }
     handler(request, state)
+}
+
+/// An upload refused before it was read (another site's page, no token) is the client's fault.
+fn count_refused_upload(request: &Request<'_>, state: &State) {
+    if request.method == Method::Put {
+        state.store.counters.upload(UploadOutcome::ClientFault);
+    }
+}
+
+/// `GET /metrics`: OpenMetrics when the scraper accepts it (Prometheus does), else the
+/// Prometheus text format; 404 with `--no-metrics`.
+fn metrics(request: &mut Request<'_>, state: &State) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return Response::not_found();
+    };
+    let openmetrics = request
+        .headers
+        .accept
+        .as_deref()
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (text, content_type) = match metrics.encode(openmetrics) {
+        Ok(text) if openmetrics => (
+            text,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        Ok(text) => (text, "text/plain; version=0.0.4; charset=utf-8"),
+        Err(_) => return Response::status(500, "Internal Server Error"),
+    };
+    Response {
+        status: 200,
+        headers: vec![
+            ("Content-Type", content_type.into()),
+            ("Cache-Control", "no-store".into()),
+        ],
+        body: Body::Bytes(text.into_bytes()),
+        close: false,
+        log_note: None,
+    }
 }
 
 /// Whether the request carries `Authorization: Bearer <token>` (compared in constant time).
@@ -379,129 +426,6 @@ fn download_failed(state: &State, entry: &Entry, reason: &str) -> Response {
         reason: reason.to_string(),
     });
     Response::status(500, "Internal Server Error")
-}
-
-fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
-    let store = &state.store;
-    let limit = store.limits.max_package_size;
-    // A failure before the whole body was read closes the connection: its rest is useless.
-    let failed = |file: &str, status: u16, message: String| {
-        store.report(
-            "Upload via HTTP:",
-            &[Event::Failed {
-                file: file.to_string(),
-                reason: message.clone(),
-            }],
-        );
-        let mut response = Response::json(&json!({ "status": "fail", "message": message }));
-        response.status = status;
-        response.close = status != 200 && status != 503;
-        response
-    };
-    // Failures are logged under the client's address (the file is only ours).
-    let name = match request.client {
-        Some(client) => format!("upload from {client}"),
-        None => "upload".to_string(),
-    };
-    if request.content_length.is_some_and(|n| n > limit) {
-        return failed(&name, 200, too_large(limit)).closing();
-    }
-    // A server fault (a full disk, an I/O error) is never the client's: 503 with
-    // `Retry-After`, which curl --retry and CI scripts retry, after reading the body to its
-    // end so that the client sees the answer.
-    let server_fault = |body: &mut dyn Read, message: String| {
-        let drained =
-            io::copy(&mut body.take(limit + 1), &mut io::sink()).is_ok_and(|n| n <= limit);
-        let mut response = failed(&name, 503, message).with_header("Retry-After", "10");
-        response.close = !drained;
-        response
-    };
-    let mut temp = match store.upload_file() {
-        Ok(t) => t,
-        Err(e) => return server_fault(request.body, format!("could not store the upload: {e}")),
-    };
-    match receive_body(request.body, &mut temp, limit, request.content_length) {
-        Ok(()) => {}
-        // The package was never complete: a client or transport error.
-        Err(Received::Broken(message)) => return failed(&name, 400, message),
-        Err(Received::NotStored(message)) => {
-            drop(temp);
-            return server_fault(request.body, message);
-        }
-        Err(Received::TooLarge) => return failed(&name, 200, too_large(limit)).closing(),
-        // Qt's words for an empty upload, as for anything that is not gzip.
-        Err(Received::Empty) => return failed(&name, 200, "wrong package format".into()),
-    }
-    match store.install_upload(temp) {
-        Ok(installed) => {
-            store.report("Upload via HTTP:", &installed.events());
-            Response::json(&json!({
-                "status": "ok",
-                "result": installed.result.as_str(),
-                "id": installed.id,
-                "architecture": installed.arch,
-            }))
-        }
-        // Qt's words for an upload that is not gzip at all.
-        Err(InstallError::Rejected(m)) if m == WRONG_FILE_TYPE => {
-            failed(&name, 200, "wrong package format".to_string())
-        }
-        Err(InstallError::Server(message)) => {
-            failed(&name, 503, message).with_header("Retry-After", "10")
-        }
-        Err(error) => failed(&name, 200, error.message().to_string()),
-    }
-}
-
-/// Why an upload body could not be received.
-enum Received {
-    Broken(String),
-    /// Our fault: the body could not be written (a full disk).
-    NotStored(String),
-    TooLarge,
-    Empty,
-}
-
-fn too_large(limit: u64) -> String {
-    format!("the package is larger than the maximum package size of {limit} bytes")
-}
-
-/// Copy the request body into `temp`, refusing more than `limit` bytes, and checking it
-/// is as long as the client announced.
-fn receive_body(
-    body: &mut dyn Read,
-    temp: &mut TempFile,
-    limit: u64,
-    announced: Option<u64>,
-) -> Result<(), Received> {
-    let mut buffer = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = match body.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Received::Broken(format!("the upload was interrupted: {e}"))),
-        };
-        total += n as u64;
-        if total > limit {
-            return Err(Received::TooLarge);
-        }
-        temp.write_all(&buffer[..n])
-            .map_err(|e| Received::NotStored(format!("could not store the upload: {e}")))?;
-    }
-    if let Some(announced) = announced
-        && total < announced
-    {
-        return Err(Received::Broken(format!(
-            "the upload ended after {total} of {announced} bytes"
-        )));
-    }
-    if total == 0 {
-        return Err(Received::Empty);
-    }
-    temp.flush()
-        .map_err(|e| Received::NotStored(format!("could not store the upload: {e}")))
 }
 
 fn package_remove(request: &mut Request<'_>, state: &State) -> Response {

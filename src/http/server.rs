@@ -6,21 +6,22 @@ its request into ours, run the route, and turn our response into its, with sendf
 Everything that protects clients from each other lives in the fork: deadlines for request heads,
 a minimum rate for bodies, write timeouts, strict framing, and connection caps in all and per
 client. What lives here is the policy: the caps from the configuration, capped again by the
-file descriptors we have, and the console line when a client hits one. A panic in a route
-becomes a 500 for that request only.
+file descriptors we have, the console line when a client hits one, and what each answer and
+refusal adds to the request log and the metrics. A panic in a route becomes a 500 for that
+request only.
 */
 
-use super::routes::{State, handle};
-use super::{Body, Method, Request, RequestHeaders, Response};
+use super::bodies::into_tiny_http;
+use super::routes::{State, handle, route_of};
+use super::{Method, Request, RequestHeaders, Response};
 use crate::console::Console;
+use crate::metrics::Refusal;
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Largest form-encoded POST body we read for parameters.
 const MAX_FORM_BODY: u64 = 64 * 1024;
@@ -76,6 +77,7 @@ impl HttpServer {
                 .map(|acceptor| tiny_http::Tls(Arc::new(acceptor))),
             ..tiny_http::ServerConfig::default()
         };
+        let metrics = state.metrics.clone();
         let app = Arc::new(App {
             state,
             console,
@@ -84,6 +86,9 @@ impl HttpServer {
         });
         let server = tiny_http::Server::start(listener, config, app)
             .map_err(|e| format!("could not start the HTTP server: {e}"))?;
+        if let Some(metrics) = metrics {
+            metrics.watch_connections(server.open_connections());
+        }
         let local_addr = server.local_addr();
         Ok(HttpServer { server, local_addr })
     }
@@ -105,7 +110,11 @@ struct App {
 
 impl tiny_http::Handler for App {
     fn handle(&self, request: &mut tiny_http::Request<'_>) -> tiny_http::Response {
-        let started = (Instant::now(), std::time::SystemTime::now());
+        let started = (Instant::now(), SystemTime::now());
+        let target = request.url();
+        let route = route_of(&super::normalize_path(
+            target.split('?').next().unwrap_or(""),
+        ));
         let response = match read_parameters(request) {
             Ok((method, path, params)) => {
                 let headers = request_headers(request);
@@ -125,38 +134,95 @@ impl tiny_http::Handler for App {
             Err(response) => response,
         };
         let log_line = self.log_requests.then(|| {
-            let mut line = format!(
+            format!(
                 "{} {} {} {}",
                 iso8601_utc_millis(started.1),
                 request.remote_addr(),
                 request.method(),
                 request.url()
-            );
-            let note = response.log_note.clone();
-            let status = response.status;
-            let console = self.console;
-            move |sent: tiny_http::Sent| {
-                let elapsed = started.0.elapsed().as_secs_f64() * 1000.0;
-                line.push_str(&format!(" {status} {} bytes", sent.body_bytes));
-                if !sent.complete {
-                    line.push_str(" (cut off)");
-                }
-                line.push_str(&format!(" {elapsed:.1} ms"));
-                if let Some(note) = note {
-                    line.push(' ');
-                    line.push_str(&note);
-                }
-                console.request(&line);
-            }
+            )
         });
+        let (status, note) = (response.status, response.log_note.clone());
+        let (console, metrics) = (self.console, self.state.metrics.clone());
         let mut out = into_tiny_http(response);
-        if let Some(log) = log_line {
-            out.on_sent = Some(Box::new(log));
+        if log_line.is_some() || metrics.is_some() {
+            out.on_sent = Some(Box::new(move |sent: tiny_http::Sent| {
+                let elapsed = started.0.elapsed();
+                if let Some(metrics) = metrics {
+                    metrics.request(route, status, sent.body_bytes, elapsed);
+                }
+                if let Some(mut line) = log_line {
+                    line.push_str(&format!(" {status} {} bytes", sent.body_bytes));
+                    if !sent.complete {
+                        line.push_str(" (cut off)");
+                    }
+                    line.push_str(&format!(" {:.1} ms", elapsed.as_secs_f64() * 1000.0));
+                    if let Some(note) = note {
+                        line.push(' ');
+                        line.push_str(&note);
+                    }
+                    console.request(&line);
+                }
+            }));
         }
         out
     }
 
-    fn refused(&self, client: IpAddr, limit: tiny_http::Limit) {
+    fn refused(&self, client: SocketAddr, limit: tiny_http::Limit) {
+        if let Some(metrics) = &self.state.metrics {
+            metrics.refused(match limit {
+                tiny_http::Limit::PerClient { .. } => Refusal::PerClientCap,
+                tiny_http::Limit::Total(_) => Refusal::GlobalCap,
+            });
+        }
+        if self.log_requests {
+            let reason = match limit {
+                tiny_http::Limit::PerClient { open, share } => format!(
+                    "its address has {open} connections open, and its share is {share} while the server is busy (--max-connections-per-client)"
+                ),
+                tiny_http::Limit::Total(n) => {
+                    format!("{n} connections are open, the most in all (--max-connections)")
+                }
+            };
+            let line = format!(
+                "{} {client} - - 503 0 bytes 0.0 ms refused: {reason}",
+                iso8601_utc_millis(SystemTime::now())
+            );
+            self.console.request(&line);
+        }
+        self.report_refusal(client.ip(), limit);
+    }
+
+    fn rejected(&self, client: SocketAddr, rejection: &tiny_http::Rejection<'_>) {
+        if let Some(metrics) = &self.state.metrics {
+            metrics.refused(match rejection.kind {
+                tiny_http::RejectionKind::Framing => Refusal::Framing,
+                tiny_http::RejectionKind::Deadline => Refusal::Deadline,
+            });
+        }
+        if self.log_requests {
+            let began = SystemTime::now()
+                .checked_sub(rejection.elapsed)
+                .unwrap_or(UNIX_EPOCH);
+            let (method, target) = match rejection.request {
+                Some((method, target)) => (method.to_string(), target),
+                None => ("-".to_string(), "-"),
+            };
+            let line = format!(
+                "{} {client} {method} {target} {} 0 bytes {:.1} ms refused: {}",
+                iso8601_utc_millis(began),
+                rejection.status,
+                rejection.elapsed.as_secs_f64() * 1000.0,
+                rejection.reason
+            );
+            self.console.request(&line);
+        }
+    }
+}
+
+impl App {
+    /// Name a client that hit a connection limit on the console, at most once a minute.
+    fn report_refusal(&self, client: IpAddr, limit: tiny_http::Limit) {
         let now = Instant::now();
         {
             let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
@@ -175,8 +241,8 @@ impl tiny_http::Handler for App {
             refusals.insert(client, now);
         }
         let line = match limit {
-            tiny_http::Limit::PerClient(n) => format!(
-                "Refusing connections from {client}: it has {n} open, the most per client (--max-connections-per-client)"
+            tiny_http::Limit::PerClient { open, share } => format!(
+                "Refusing connections from {client}: it has {open} open, and its share is {share} while the server is busy (--max-connections-per-client)"
             ),
             tiny_http::Limit::Total(n) => format!(
                 "Refusing connections from {client}: {n} are open, the most in all (--max-connections)"
@@ -231,6 +297,7 @@ fn request_headers(request: &tiny_http::Request<'_>) -> RequestHeaders {
         host: header("Host"),
         origin: header("Origin"),
         sec_fetch_site: header("Sec-Fetch-Site"),
+        accept: header("Accept"),
     }
 }
 
@@ -282,201 +349,6 @@ fn read_form(body: &mut dyn Read, announced: Option<u64>) -> Result<Vec<u8>, Res
         return Err(Response::status(413, "Payload Too Large").closing());
     }
     Ok(bytes)
-}
-
-/// Our response as tiny_http's.
-fn into_tiny_http(response: Response) -> tiny_http::Response {
-    let body = match response.body {
-        Body::Empty => tiny_http::ResponseBody::Empty,
-        Body::Bytes(bytes) => tiny_http::ResponseBody::Bytes(bytes),
-        Body::Shared(bytes) => tiny_http::ResponseBody::Shared(bytes),
-        Body::File {
-            file,
-            length,
-            tail,
-            range,
-        } => {
-            let (first, last) = range.unwrap_or((0, (length + tail.len()).saturating_sub(1)));
-            let empty = length + tail.len() == 0;
-            tiny_http::ResponseBody::Stream(Box::new(FileBody {
-                file,
-                file_length: length,
-                tail,
-                first,
-                count: if empty { 0 } else { last - first + 1 },
-            }))
-        }
-        Body::Reader {
-            reader,
-            length,
-            skip,
-        } => tiny_http::ResponseBody::Stream(Box::new(ReaderBody {
-            reader,
-            length,
-            skip,
-        })),
-    };
-    let mut out = tiny_http::Response::new(response.status, body);
-    out.headers = response
-        .headers
-        .into_iter()
-        .map(|(name, value)| tiny_http::Header::new(name, value))
-        .collect();
-    out.close = response.close;
-    out
-}
-
-/// `count` bytes from `first` on of: `file_length` bytes of a file, then `tail` (the signature
-/// footer of a signed download). A range may start in the file and end in the tail.
-struct FileBody {
-    file: File,
-    file_length: u64,
-    tail: super::Tail,
-    first: u64,
-    count: u64,
-}
-
-impl tiny_http::StreamBody for FileBody {
-    fn length(&self) -> u64 {
-        self.count
-    }
-
-    /// The head, the file, then the tail, on a corked socket (as nginx's `tcp_nopush`: with
-    /// `TCP_NODELAY` alone, the head and every pushed piece, or every 16 KiB TLS record, may
-    /// leave as a small segment; over TLS, corking took downloads from about 0.8 of nginx's
-    /// speed to par in `make bench`). Plain connections send the file with sendfile(2), with no
-    /// copy through user space (safe because package files are never changed in place, only
-    /// replaced); TLS must read it to encrypt it.
-    fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
-        let end = self.first + self.count;
-        let file_length = self.file_length;
-        let (start, length) = (
-            self.first.min(file_length),
-            end.min(file_length) - self.first.min(file_length),
-        );
-        let in_tail = self.first.max(file_length) - file_length..end.max(file_length) - file_length;
-        let cork = |out: &tiny_http::Transport, on: libc::c_int| {
-            set_option(out.tcp(), libc::IPPROTO_TCP, libc::TCP_CORK, &on)
-        };
-        let plain = out.plain_socket().map(|socket| socket.as_raw_fd());
-        cork(out, 1)?;
-        let sent = out
-            .write_all(head)
-            .and_then(|()| match plain {
-                Some(socket) => send_file(&self.file, start, length, socket),
-                None => copy_file(&self.file, start, length, out),
-            })
-            .and_then(|()| self.tail.write_range(in_tail, out));
-        cork(out, 0)?;
-        sent
-    }
-}
-
-/// `length` bytes from a reader after skipping `skip`, copied in 64 KiB pieces.
-struct ReaderBody {
-    reader: Box<dyn Read + Send>,
-    length: u64,
-    skip: u64,
-}
-
-impl tiny_http::StreamBody for ReaderBody {
-    fn length(&self) -> u64 {
-        self.length
-    }
-
-    fn send(mut self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
-        out.write_all(head)?;
-        let skipped = io::copy(&mut (&mut self.reader).take(self.skip), &mut io::sink())?;
-        if skipped < self.skip {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the body is shorter than announced",
-            ));
-        }
-        let copied = io::copy(&mut (&mut self.reader).take(self.length), out)?;
-        if copied < self.length {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the body is shorter than announced",
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> io::Result<()> {
-    // SAFETY: a valid socket descriptor and a value of the size we pass.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Blocks of a file copied through user space (TLS): four full TLS records, so system calls
-/// are few, yet small enough that thousands of TLS downloads stay within a few hundred MiB
-/// (256 KiB blocks were no faster in `make bench`).
-const COPY_BLOCK: usize = 64 * 1024;
-
-/// Write `length` bytes of `file` from `start` to `out`, in `COPY_BLOCK`s read with pread.
-fn copy_file(file: &File, start: u64, length: u64, out: &mut impl Write) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buffer = vec![0u8; COPY_BLOCK.min(length as usize)];
-    let (mut offset, end) = (start, start + length);
-    while offset < end {
-        let want = (end - offset).min(buffer.len() as u64) as usize;
-        let n = match file.read_at(&mut buffer[..want], offset) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file is shorter than announced",
-                ));
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        out.write_all(&buffer[..n])?;
-        offset += n as u64;
-    }
-    Ok(())
-}
-
-/// Send `length` bytes of `file` from `start`, with sendfile(2).
-fn send_file(file: &File, start: u64, length: u64, socket: RawFd) -> io::Result<()> {
-    let mut offset = libc::off_t::try_from(start)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-    let mut left = length;
-    while left > 0 {
-        let chunk = left.min(1 << 30) as usize;
-        // SAFETY: two open descriptors and an offset variable we own.
-        let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, chunk) };
-        match sent {
-            n if n > 0 => left -= n as u64,
-            0 => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the file is shorter than announced",
-                ));
-            }
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

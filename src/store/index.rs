@@ -17,7 +17,7 @@ use crate::package::tags::TagFilter;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Icons up to this size are kept in memory; Qt's installer refuses packages with larger
@@ -152,9 +152,18 @@ pub struct ListQuery {
     pub tags: TagFilter,
 }
 
+/// How many packages the index holds and their files' bytes, readable without its lock (for
+/// metrics).
+#[derive(Debug, Default)]
+pub struct IndexSize {
+    pub packages: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
 #[derive(Default)]
 pub struct Index {
     packages: BTreeMap<(String, String), Arc<Entry>>,
+    size: Arc<IndexSize>,
     /// Counts changes, so an answer built from an older state is not used.
     generation: u64,
     /// What the entries keep in memory: listed metadata, and icons.
@@ -188,9 +197,28 @@ impl Index {
         if added {
             self.listed_bytes += listed;
             self.icon_bytes += icon;
+            self.size.packages.fetch_add(1, Ordering::Relaxed);
+            self.size
+                .bytes
+                .fetch_add(entry.info.file_size, Ordering::Relaxed);
         } else {
             self.listed_bytes = self.listed_bytes.saturating_sub(listed);
             self.icon_bytes = self.icon_bytes.saturating_sub(icon);
+            self.size.packages.fetch_sub(1, Ordering::Relaxed);
+            self.size
+                .bytes
+                .fetch_sub(entry.info.file_size, Ordering::Relaxed);
+        }
+    }
+
+    /// An empty index that keeps `size` up to date (from zero: it replaces any other index
+    /// that kept it).
+    pub fn sharing(size: Arc<IndexSize>) -> Index {
+        size.packages.store(0, Ordering::Relaxed);
+        size.bytes.store(0, Ordering::Relaxed);
+        Index {
+            size,
+            ..Index::default()
         }
     }
 

@@ -39,7 +39,7 @@ use std::io;
 use std::io::Seek;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const PACKAGES_DIR: &str = ".packages";
@@ -57,6 +57,36 @@ pub const LISTED_BYTES: u64 = 16 << 20;
 /// Most bytes of icons kept in memory; beyond, icons are read from their packages.
 pub const ICON_BYTES: u64 = 16 << 20;
 
+/// What happened to uploads (HTTP and `upload/`), and how often the scanner looked.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub uploads_accepted: AtomicU64,
+    /// Refused for the client's fault (not a package, too large, not authorized, ...).
+    pub uploads_rejected_client: AtomicU64,
+    /// Failed by ours (a full disk, an I/O error).
+    pub uploads_rejected_server: AtomicU64,
+    pub scanner_passes: AtomicU64,
+}
+
+/// Whose fault a failed upload was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadOutcome {
+    Accepted,
+    ClientFault,
+    ServerFault,
+}
+
+impl Counters {
+    pub fn upload(&self, outcome: UploadOutcome) {
+        let counter = match outcome {
+            UploadOutcome::Accepted => &self.uploads_accepted,
+            UploadOutcome::ClientFault => &self.uploads_rejected_client,
+            UploadOutcome::ServerFault => &self.uploads_rejected_server,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The data directory with its packages.
 pub struct Store {
     pub data_dir: PathBuf,
@@ -72,6 +102,10 @@ pub struct Store {
     /// Store signing of downloads, when configured.
     pub signer: Option<Arc<signing::StoreSigner>>,
     index: Mutex<Index>,
+    /// The index's size, readable without its lock.
+    pub size: Arc<index::IndexSize>,
+    /// Uploads and scanner passes, for metrics.
+    pub counters: Counters,
     mutation: Mutex<()>,
     /// Lists and the page, built once per change and shared.
     answers: answers::Answers,
@@ -87,6 +121,7 @@ impl Store {
         console: Console,
     ) -> Store {
         let cache_dir = data_dir.join(CACHE_DIR);
+        let size = Arc::new(index::IndexSize::default());
         Store {
             signer: signing_key.map(|key| signing::StoreSigner::new(key, limits)),
             data_dir: data_dir.to_path_buf(),
@@ -98,7 +133,9 @@ impl Store {
             max_packages,
             console,
             verification,
-            index: Mutex::new(Index::default()),
+            index: Mutex::new(Index::sharing(size.clone())),
+            size,
+            counters: Counters::default(),
             mutation: Mutex::new(()),
             answers: answers::Answers::default(),
         }
@@ -214,7 +251,7 @@ impl Store {
         files.sort();
         let results = verify_in_parallel(&files, |path| self.verify_stored(path));
         let mut lines = Vec::new();
-        let mut index = Index::default();
+        let mut index = Index::sharing(self.size.clone());
         let mut cached = std::collections::HashSet::new();
         for (path, result) in files.iter().zip(results) {
             let name = display_name(path);

@@ -68,9 +68,11 @@ pub struct StoreSigner {
     seams: Mutex<ByteLru<[u8; 20]>>,
     /// Since when this server signs with this certificate (`open_cache`).
     certificate_since: OnceLock<SystemTime>,
-    /// Signatures made, seams rebuilt from package files, and recompressed bodies built for
-    /// packages that cannot be cut.
+    /// Signed downloads answered, signatures made, footers found made, seams rebuilt from
+    /// package files, and recompressed bodies built for packages that cannot be cut.
+    pub signed_downloads: AtomicU64,
     pub signatures: AtomicU64,
+    pub footer_hits: AtomicU64,
     pub seams_rebuilt: AtomicU64,
     pub recompressed_bodies: AtomicU64,
 }
@@ -87,7 +89,9 @@ impl StoreSigner {
             queue: Mutex::new(Some(sender)),
             footers: Mutex::new(ByteLru::new(FOOTER_CACHE_BYTES)),
             seams: Mutex::new(ByteLru::new(SEAM_CACHE_BYTES)),
+            signed_downloads: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
+            footer_hits: AtomicU64::new(0),
             seams_rebuilt: AtomicU64::new(0),
             recompressed_bodies: AtomicU64::new(0),
         });
@@ -183,6 +187,15 @@ impl StoreSigner {
 
     /// The package of `entry`, store-signed for `hardware_id` (empty: bound to no device).
     pub fn sign(&self, entry: &Entry, hardware_id: &str) -> Result<SignedDownload, String> {
+        let signed = self.signed(entry, hardware_id);
+        if signed.is_ok() {
+            self.signed_downloads.fetch_add(1, Ordering::Relaxed);
+        }
+        signed
+    }
+
+    /// `sign` without the counting.
+    fn signed(&self, entry: &Entry, hardware_id: &str) -> Result<SignedDownload, String> {
         let footer = self.footer_member(entry, hardware_id)?;
         match &entry.info.splice {
             Splice::Cut(cut) => {
@@ -222,6 +235,7 @@ impl StoreSigner {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key);
         if let Some(footer) = cached {
+            self.footer_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(footer);
         }
         let content = store_content(&entry.info.digest, hardware_id).map_err(|e| e.to_string())?;

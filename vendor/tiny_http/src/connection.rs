@@ -9,10 +9,10 @@
 
 use crate::body::BodyReader;
 use crate::common::{HTTPVersion, Header, Method};
-use crate::head::{RequestHead, read_head};
+use crate::head::{FramingError, HeadError, RequestHead, read_head};
 use crate::response::{Response, write_response};
 use crate::transport::{Tls, Transport};
-use crate::{Handler, Timeouts};
+use crate::{Handler, Rejection, RejectionKind, Timeouts};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,12 +123,48 @@ impl Read for Request<'_> {
     }
 }
 
-/// A short answer, written before closing a connection whose request could not be read.
-fn refuse(reader: &mut Reader, status: u16) {
-    let response = Response::closing(status);
+/// A short answer, written before closing a connection whose request could not be read; the
+/// handler is told (its request log, its counters).
+fn refuse(
+    reader: &mut Reader,
+    handler: &dyn Handler,
+    client: SocketAddr,
+    rejection: Rejection<'_>,
+) {
+    // Told first: once the client sees the answer, it is counted.
+    handler.rejected(client, &rejection);
+    let response = Response::closing(rejection.status);
     if write_response(reader.get_mut(), response, false, true).is_ok() {
         linger(reader);
     }
+}
+
+/// What the HTTP layer answers to a head it could not read, if anything.
+fn head_rejection(error: &HeadError, started: Instant) -> Option<Rejection<'static>> {
+    let status = error.status()?;
+    let (kind, reason) = match error {
+        HeadError::Malformed(what) => (
+            RejectionKind::Framing,
+            format!("malformed request head: {what}"),
+        ),
+        HeadError::TooLarge(414) => (RejectionKind::Framing, "request line too long".to_string()),
+        HeadError::TooLarge(_) => (
+            RejectionKind::Framing,
+            "header fields too large".to_string(),
+        ),
+        HeadError::Io(_) => (
+            RejectionKind::Deadline,
+            "request head not complete in time".to_string(),
+        ),
+        HeadError::Closed => return None,
+    };
+    Some(Rejection {
+        status,
+        kind,
+        reason,
+        request: None,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// What bounds one connection.
@@ -175,15 +211,16 @@ pub(crate) fn serve(
         if stopping.load(Ordering::Relaxed) {
             return;
         }
+        let started = Instant::now();
         reader
             .get_mut()
             .timed_mut()
-            .set_deadline(Instant::now() + timeouts.request_head);
+            .set_deadline(started + timeouts.request_head);
         let head = match read_head(&mut reader) {
             Ok(head) => head,
             Err(error) => {
-                if let Some(status) = error.status() {
-                    refuse(&mut reader, status);
+                if let Some(rejection) = head_rejection(&error, started) {
+                    refuse(&mut reader, handler, remote_addr, rejection);
                 }
                 return;
             }
@@ -191,12 +228,32 @@ pub(crate) fn serve(
         let framing = match head.framing() {
             Ok(framing) => framing,
             Err(error) => {
-                refuse(&mut reader, error.status());
+                let reason = match &error {
+                    FramingError::Malformed(what) => format!("bad framing: {what}"),
+                    FramingError::Unsupported(coding) => {
+                        format!("unsupported transfer coding: {coding}")
+                    }
+                };
+                let rejection = Rejection {
+                    status: error.status(),
+                    kind: RejectionKind::Framing,
+                    reason,
+                    request: Some((&head.method, &head.target)),
+                    elapsed: started.elapsed(),
+                };
+                refuse(&mut reader, handler, remote_addr, rejection);
                 return;
             }
         };
         let Ok(continue_pending) = head.expects_continue() else {
-            refuse(&mut reader, 417);
+            let rejection = Rejection {
+                status: 417,
+                kind: RejectionKind::Framing,
+                reason: "an Expect other than 100-continue".to_string(),
+                request: Some((&head.method, &head.target)),
+                elapsed: started.elapsed(),
+            };
+            refuse(&mut reader, handler, remote_addr, rejection);
             return;
         };
         let keep_alive = head.keep_alive();

@@ -11,8 +11,8 @@
 //!   requests wait in the socket instead of in memory;
 //! - request heads have a total deadline and bodies a minimum rate (`stream`), not just a
 //!   per-read timeout;
-//! - connections are capped in all and per client address, and refused with `503` beyond
-//!   (`Slots`);
+//! - connections are capped in all and, once the server is busy (half of them open), per client
+//!   address, and refused with `503` beyond (`Slots`);
 //! - framing is strict (`head`, `body`): nothing that could let two parsers disagree about
 //!   where a request ends is accepted;
 //! - nothing on the accept path can panic or stop accepting.
@@ -48,15 +48,44 @@ use std::time::Duration;
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: &mut Request<'_>) -> Response;
 
-    /// A connection from `client` was refused with 503 because of `limit`.
-    fn refused(&self, _client: IpAddr, _limit: Limit) {}
+    /// A connection from `client` was refused with 503 because of `limit` (called on the
+    /// accept thread: it must not block).
+    fn refused(&self, _client: SocketAddr, _limit: Limit) {}
+
+    /// A request from `client` was answered by this crate itself, before any `handle`, and
+    /// its connection closed (called on the connection's thread).
+    fn rejected(&self, _client: SocketAddr, _rejection: &Rejection<'_>) {}
+}
+
+/// Why a request was answered before it reached the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// The head or its framing broke the protocol or a size limit (400, 413, 414, 417, 431,
+    /// 501).
+    Framing,
+    /// The head was not complete within its deadline (408).
+    Deadline,
+}
+
+/// A request answered by this crate itself.
+#[derive(Debug)]
+pub struct Rejection<'a> {
+    pub status: u16,
+    pub kind: RejectionKind,
+    /// In words, for a log.
+    pub reason: String,
+    /// The method and target, when the head could be read.
+    pub request: Option<(&'a Method, &'a str)>,
+    /// Since the first byte of the head.
+    pub elapsed: Duration,
 }
 
 /// Which connection limit refused a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
-    /// The client already had this many connections open.
-    PerClient(usize),
+    /// The server was busy and the client already had `open` connections, at least its
+    /// `share` (`max_connections_per_client`).
+    PerClient { open: usize, share: usize },
     /// The server already had this many connections open.
     Total(usize),
 }
@@ -149,9 +178,19 @@ struct Counts {
 }
 
 /// Open connections, counted in all and per client.
+///
+/// The per-client cap is a fair share under contention, not a quota: while fewer than
+/// `busy_from` (half of `max_total`) connections are open, any address may open more, so a CI
+/// host or a test farm behind one address can use the whole idle server. From `busy_from` on,
+/// an address that holds `max_per_client` or more gets no more (`Limit::PerClient`), while
+/// addresses below their share are admitted up to `max_total`. So an address can take more than
+/// its share only of the first half of the connections, and the other half is left to addresses
+/// within their share: a newcomer is refused only when the server is full, which takes
+/// `max_total / 2 / max_per_client` other addresses (32 by default) each at its full share.
 struct Slots {
     max_total: usize,
     max_per_client: usize,
+    busy_from: usize,
     counts: Mutex<Counts>,
 }
 
@@ -167,14 +206,28 @@ impl Slots {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn new(max_total: usize, max_per_client: usize) -> Slots {
+        let max_total = max_total.max(1);
+        Slots {
+            max_total,
+            max_per_client: max_per_client.max(1),
+            busy_from: max_total / 2,
+            counts: Mutex::default(),
+        }
+    }
+
     fn acquire(self: &Arc<Slots>, client: IpAddr) -> Result<Slot, Limit> {
         let mut counts = self.lock();
         if counts.total >= self.max_total {
             return Err(Limit::Total(self.max_total));
         }
+        let busy = counts.total >= self.busy_from;
         let count = counts.per_client.entry(client).or_insert(0);
-        if *count >= self.max_per_client {
-            return Err(Limit::PerClient(self.max_per_client));
+        if busy && *count >= self.max_per_client {
+            return Err(Limit::PerClient {
+                open: *count,
+                share: self.max_per_client,
+            });
         }
         *count += 1;
         counts.total += 1;
@@ -203,6 +256,23 @@ pub struct Server {
     local_addr: SocketAddr,
     stopping: Arc<AtomicBool>,
     accept_thread: Option<JoinHandle<()>>,
+    slots: Arc<Slots>,
+}
+
+/// Reads how many connections a server has open (for metrics).
+#[derive(Clone)]
+pub struct OpenConnections(Arc<Slots>);
+
+impl OpenConnections {
+    pub fn get(&self) -> usize {
+        self.0.lock().total
+    }
+}
+
+impl std::fmt::Debug for OpenConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenConnections({})", self.get())
+    }
 }
 
 impl Server {
@@ -214,13 +284,12 @@ impl Server {
     ) -> io::Result<Server> {
         let local_addr = listener.local_addr()?;
         let stopping = Arc::new(AtomicBool::new(false));
-        let slots = Arc::new(Slots {
-            max_total: config.max_connections.max(1),
-            max_per_client: config.max_connections_per_client.max(1),
-            counts: Mutex::default(),
-        });
+        let slots = Arc::new(Slots::new(
+            config.max_connections,
+            config.max_connections_per_client,
+        ));
         let accept_thread = {
-            let stopping = stopping.clone();
+            let (stopping, slots) = (stopping.clone(), slots.clone());
             thread::Builder::new()
                 .name("http-accept".into())
                 .spawn(move || accept_loop(&listener, &config, &handler, &slots, &stopping))?
@@ -229,11 +298,17 @@ impl Server {
             local_addr,
             stopping,
             accept_thread: Some(accept_thread),
+            slots,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A reader of the number of open connections.
+    pub fn open_connections(&self) -> OpenConnections {
+        OpenConnections(self.slots.clone())
     }
 
     /// Stop accepting connections; open ones close after their current answer.
@@ -284,11 +359,12 @@ fn accept_loop(
         let slot = match slots.acquire(client_key(peer.ip())) {
             Ok(slot) => slot,
             Err(limit) => {
+                // Told first: once the client sees the refusal, it is counted.
+                handler.refused(peer, limit);
                 // A TLS client cannot read a plain 503: it only sees the close.
                 if config.tls.is_none() {
                     refuse(socket);
                 }
-                handler.refused(peer.ip(), limit);
                 continue;
             }
         };
@@ -370,20 +446,42 @@ mod tests {
 
     #[test]
     fn slots_are_capped_and_freed() {
-        let slots = Arc::new(Slots {
-            max_total: 3,
-            max_per_client: 2,
-            counts: Mutex::default(),
-        });
+        let slots = Arc::new(Slots::new(3, 1));
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let first = slots.acquire(a).unwrap();
-        let _second = slots.acquire(a).unwrap();
-        assert_eq!(slots.acquire(a).err(), Some(Limit::PerClient(2)));
-        let _third = slots.acquire(b).unwrap();
+        let over = Limit::PerClient { open: 1, share: 1 };
+        assert_eq!(slots.acquire(a).err(), Some(over));
+        let _second = slots.acquire(b).unwrap();
+        let _third = slots.acquire("10.0.0.3".parse().unwrap()).unwrap();
         assert_eq!(slots.acquire(b).err(), Some(Limit::Total(3)));
         drop(first);
         assert!(slots.acquire(a).is_ok());
         assert_eq!(slots.lock().total, 2);
+    }
+
+    #[test]
+    fn the_per_client_cap_applies_only_once_half_are_open() {
+        let slots = Arc::new(Slots::new(8, 2));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        // Idle: one address may open up to half of all.
+        let held: Vec<Slot> = (0..4).map(|_| slots.acquire(a).unwrap()).collect();
+        // Busy now: the address over its share is refused, a newcomer is not.
+        let over = Limit::PerClient { open: 4, share: 2 };
+        assert_eq!(slots.acquire(a).err(), Some(over));
+        let newcomer: Vec<Slot> = (0..2).map(|_| slots.acquire(b).unwrap()).collect();
+        let at_share = Limit::PerClient { open: 2, share: 2 };
+        assert_eq!(slots.acquire(b).err(), Some(at_share));
+        let others: Vec<Slot> = ["10.0.0.3", "10.0.0.4"]
+            .iter()
+            .map(|ip| slots.acquire(ip.parse().unwrap()).unwrap())
+            .collect();
+        assert_eq!(
+            slots.acquire("10.0.0.5".parse().unwrap()).err(),
+            Some(Limit::Total(8))
+        );
+        drop((held, newcomer, others));
+        assert_eq!(slots.lock().total, 0);
+        assert!(slots.lock().per_client.is_empty());
     }
 
     #[test]
