@@ -4,8 +4,9 @@ library it shares with our `appman-packager`.
 
 Module map: `package` (format, digest, signatures, architecture), `store` (data directory,
 index, store signing of downloads), `scanner` (`upload/` and `remove/`), `http` (routes and
-worker pool), `config` (command line and config file), `console` (output), `server` (start-up
-and shutdown), `yaml` and `fsutil` (shared helpers).
+the glue to our tiny_http), `metrics` (`GET /metrics`), `config` (command line and config
+file), `console` (output), `server` (start-up and shutdown), `yaml` and `fsutil` (shared
+helpers).
 */
 
 pub mod config;
