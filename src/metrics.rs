@@ -38,12 +38,22 @@ pub enum Route {
     PackageRemove,
     CategoryList,
     Metrics,
+    // The Deployment Server's API.
+    Login,
+    Logout,
+    AppList,
+    AppIcon,
+    AppDescription,
+    AppPurchase,
+    AppDownload,
+    CategoryIcon,
+    Upload,
     /// Any other path (a 404).
     Other,
 }
 
 impl Route {
-    const ALL: [Route; 11] = [
+    const ALL: [Route; 20] = [
         Route::Page,
         Route::Static,
         Route::Hello,
@@ -54,6 +64,15 @@ impl Route {
         Route::PackageRemove,
         Route::CategoryList,
         Route::Metrics,
+        Route::Login,
+        Route::Logout,
+        Route::AppList,
+        Route::AppIcon,
+        Route::AppDescription,
+        Route::AppPurchase,
+        Route::AppDownload,
+        Route::CategoryIcon,
+        Route::Upload,
         Route::Other,
     ];
 
@@ -69,6 +88,15 @@ impl Route {
             Route::PackageRemove => "/package/remove",
             Route::CategoryList => "/category/list",
             Route::Metrics => "/metrics",
+            Route::Login => "/login",
+            Route::Logout => "/logout",
+            Route::AppList => "/app/list",
+            Route::AppIcon => "/app/icon",
+            Route::AppDescription => "/app/description",
+            Route::AppPurchase => "/app/purchase",
+            Route::AppDownload => "/app/download",
+            Route::CategoryIcon => "/category/icon",
+            Route::Upload => "/upload",
             Route::Other => "other",
         }
     }

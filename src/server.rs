@@ -29,6 +29,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("{}", crate::version_line("appman-package-server"));
             return ExitCode::SUCCESS;
         }
+        Ok(Command::VerifyUploadPackage(args, file)) => return verify_upload_package(&args, &file),
         Err(message) => return usage_error(&message, no_arguments),
     };
     let config = match Config::load(&args) {
@@ -42,6 +43,53 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => startup_error(&message),
+    }
+}
+
+/// The Deployment Server's `verify-upload-package`: the checks of an upload (format, digest,
+/// limits, developer signature) with this server's settings, no server run. Exit 0 when it
+/// would be accepted, 1 when not, 2 when the settings cannot be loaded.
+fn verify_upload_package(args: &crate::config::Args, file: &std::path::Path) -> ExitCode {
+    // Without a data directory, the default settings (and a config file here, if any).
+    let mut args = args.clone();
+    args.data_directory.get_or_insert_with(|| ".".into());
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(ConfigError::Usage(message)) => return usage_error(&message, false),
+        Err(ConfigError::Startup(message)) => return startup_error(&message),
+    };
+    let store = Store::new(
+        &config.data_directory,
+        config.limits,
+        config.max_packages,
+        config.developer_verification,
+        None,
+        Console::from_environment(),
+    );
+    let shown = file.display();
+    let verified = crate::store::open_regular(file)
+        .and_then(|f| store.verify(std::io::BufReader::with_capacity(256 * 1024, f)));
+    match verified {
+        Ok(info) => {
+            println!(
+                "{shown}: would be accepted: {} {} version {}",
+                info.id,
+                info.architecture_name(),
+                info.version
+                    .as_deref()
+                    .unwrap_or(crate::package::version::NO_VERSION)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            let reason = if reason == crate::package::WRONG_FILE_TYPE {
+                "wrong package format".to_string()
+            } else {
+                reason
+            };
+            println!("{shown}: would be refused: {reason}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -73,14 +121,16 @@ fn serve(config: Config) -> Result<(), String> {
     raise_file_limit();
     scanner::ignore_lease_signals();
     let signing = config.store_signing.is_some();
-    let store = Arc::new(Store::new(
+    let mut store = Store::new(
         &config.data_directory,
         config.limits,
         config.max_packages,
         config.developer_verification,
         config.store_signing,
         console,
-    ));
+    );
+    store.keep_versions = config.keep_versions;
+    let store = Arc::new(store);
     store.prepare()?;
 
     let yes_no = |b: bool| if b { "yes" } else { "no" };
@@ -110,7 +160,14 @@ fn serve(config: Config) -> Result<(), String> {
         let build = crate::metrics::BuildInfo { tls: tls.is_some() };
         Arc::new(crate::metrics::Metrics::new(store.clone(), &build))
     });
+    let deployment = crate::http::ds::DeploymentServer {
+        key: crate::http::ds::Key::load_or_create(&config.data_directory)?,
+        download_expiry: config.download_expiry,
+        bind_to_device: config.bind_downloads_to_device,
+        tls: tls.is_some(),
+    };
     let state = Arc::new(State {
+        deployment,
         metrics,
         store: store.clone(),
         project_id: config.project_id,

@@ -517,7 +517,7 @@ fn upload_size_limit_gives_a_clear_message() {
     );
 }
 
-fn verify_store(info: &amps::package::PackageInfo, ca: &Path, hardware_id: &str) -> bool {
+pub fn verify_store(info: &amps::package::PackageInfo, ca: &Path, hardware_id: &str) -> bool {
     let trust = TrustStore::from_files(&[ca]).unwrap();
     let content = store_content(&info.digest, hardware_id).unwrap();
     trust

@@ -6,6 +6,7 @@ mod attacks;
 mod browser;
 mod chroot;
 mod console;
+mod deployment;
 mod dropin;
 mod files;
 mod hostile;

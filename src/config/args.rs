@@ -45,10 +45,18 @@ Options:
                                 process lists).
   --log-requests                Print one console line per HTTP request.
   --no-metrics                  No GET /metrics (Prometheus), which is on by default.
+  --keep-versions               Identify packages by id, version, architecture and tags (the
+                                Deployment Server's model): other versions and tag variants
+                                are kept beside each other, the newest is served.
+  --download-expiry <seconds>   How long an /app/purchase download URL is valid (default 600).
+  --bind-downloads-to-device    /app/purchase signs for the device_id it is given.
   --allowed-hosts <names>       Host names (comma-separated; repeatable) this server answers
                                 to besides loopback names and, when it listens on other
                                 addresses, IP literals and this machine's name: other Host
                                 headers are refused (DNS rebinding). '*' allows any.
+  verify-upload-package <file>  Check a package as an upload to this server would be (its
+                                limits and developer CAs, from these options and the config
+                                file), then exit: 0 if it would be accepted, 1 if not.
   -h, --help                    Show this help.
   --version                     Show the version.
 ";
@@ -79,6 +87,12 @@ pub struct HttpArgs {
     pub log_requests: Option<bool>,
     /// `GET /metrics` on (the default) or off.
     pub metrics: Option<bool>,
+    /// The Deployment Server's identity model.
+    pub keep_versions: Option<bool>,
+    /// Seconds an `/app/purchase` URL is valid.
+    pub download_expiry: Option<u64>,
+    /// `/app/purchase` binds downloads to `device_id`.
+    pub bind_downloads_to_device: Option<bool>,
     pub allowed_hosts: Option<Vec<String>>,
 }
 
@@ -103,6 +117,9 @@ pub struct LimitArgs {
 #[derive(Debug, PartialEq)]
 pub enum Command {
     Run(Box<Args>),
+    /// `verify-upload-package <file>`: check a package as an upload to this server would be,
+    /// with its settings, without running it.
+    VerifyUploadPackage(Box<Args>, PathBuf),
     Help,
     Version,
 }
@@ -111,6 +128,7 @@ pub enum Command {
 pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut parser = lexopt::Parser::from_args(args);
     let mut out = Args::default();
+    let mut verify: Option<Option<PathBuf>> = None;
     let e = |e: lexopt::Error| e.to_string();
     while let Some(arg) = parser.next().map_err(e)? {
         let arg = arg.clone();
@@ -170,15 +188,36 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             }
             Long("log-requests") => out.http.log_requests = Some(true),
             Long("no-metrics") => out.http.metrics = Some(false),
+            Long("keep-versions") => out.http.keep_versions = Some(true),
+            Long("bind-downloads-to-device") => out.http.bind_downloads_to_device = Some(true),
+            Long("download-expiry") => {
+                let value = text(parser.value().map_err(e)?)?;
+                let seconds = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=7 * 86_400).contains(s))
+                    .ok_or_else(|| {
+                        format!("--download-expiry {value}: seconds from 1 to 604800")
+                    })?;
+                out.http.download_expiry = Some(seconds)
+            }
             Long("allowed-hosts") => {
                 let value = text(parser.value().map_err(e)?)?;
                 let names = out.http.allowed_hosts.get_or_insert_with(Vec::new);
                 names.extend(host_names(&value).map_err(|why| format!("--allowed-hosts: {why}"))?);
             }
+            Value(command) if command == "verify-upload-package" && verify.is_none() => {
+                verify = Some(None)
+            }
+            Value(file) if verify == Some(None) => verify = Some(Some(file.into())),
             other => return Err(other.unexpected().to_string()),
         }
     }
-    Ok(Command::Run(Box::new(out)))
+    match verify {
+        None => Ok(Command::Run(Box::new(out))),
+        Some(Some(file)) => Ok(Command::VerifyUploadPackage(Box::new(out), file)),
+        Some(None) => Err("verify-upload-package needs a package file".to_string()),
+    }
 }
 
 /// Host names from a comma-separated list: lower case, without a trailing dot; `*` for any.

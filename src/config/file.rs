@@ -127,6 +127,15 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "uploadTokenFile" => settings.http.upload_token_file = Some(non_empty()?.into()),
             "logRequests" => settings.http.log_requests = Some(boolean()?),
             "metrics" => settings.http.metrics = Some(boolean()?),
+            "keepVersions" => settings.http.keep_versions = Some(boolean()?),
+            "bindDownloadsToDevice" => settings.http.bind_downloads_to_device = Some(boolean()?),
+            "downloadExpiry" => {
+                let seconds = size()?;
+                if seconds > 7 * 86_400 {
+                    return Err(format!("'{key}' must be from 1 to 604800 seconds"));
+                }
+                settings.http.download_expiry = Some(seconds)
+            }
             "allowedHosts" => {
                 let names: Vec<String> = match value {
                     Node::List(items) => items
@@ -244,6 +253,13 @@ pub(super) fn write_config_file(
     };
     set("logRequests", http.log_requests.map(boolean), None);
     set("metrics", http.metrics.map(boolean), None);
+    set("keepVersions", http.keep_versions.map(boolean), None);
+    set(
+        "bindDownloadsToDevice",
+        http.bind_downloads_to_device.map(boolean),
+        None,
+    );
+    set("downloadExpiry", http.download_expiry.map(number), None);
     set(
         "allowedHosts",
         http.allowed_hosts

@@ -48,6 +48,12 @@ pub struct Config {
     pub log_requests: bool,
     /// `GET /metrics` served.
     pub metrics: bool,
+    /// The Deployment Server's identity model (`store::identity`).
+    pub keep_versions: bool,
+    /// Seconds an `/app/purchase` URL is valid.
+    pub download_expiry: u64,
+    /// `/app/purchase` signs for its `device_id`.
+    pub bind_downloads_to_device: bool,
     /// Host names answered to besides the built-in ones (`http::origin`).
     pub allowed_hosts: Vec<String>,
 }
@@ -171,6 +177,21 @@ impl Config {
             .or(file.http.log_requests)
             .unwrap_or(false);
         let metrics = args.http.metrics.or(file.http.metrics).unwrap_or(true);
+        let keep_versions = args
+            .http
+            .keep_versions
+            .or(file.http.keep_versions)
+            .unwrap_or(false);
+        let download_expiry = args
+            .http
+            .download_expiry
+            .or(file.http.download_expiry)
+            .unwrap_or(600);
+        let bind_downloads_to_device = args
+            .http
+            .bind_downloads_to_device
+            .or(file.http.bind_downloads_to_device)
+            .unwrap_or(false);
         let allowed_hosts = args
             .http
             .allowed_hosts
@@ -196,6 +217,9 @@ impl Config {
             upload_token,
             log_requests,
             metrics,
+            keep_versions,
+            download_expiry,
+            bind_downloads_to_device,
             allowed_hosts,
         })
     }

@@ -5,10 +5,14 @@ without sockets), and the server that feeds them from tiny_http's connection thr
 */
 
 pub mod bodies;
+pub mod card;
 pub mod conditional;
+pub mod ds;
+pub mod multipart;
 pub mod origin;
 pub mod page;
 pub mod routes;
+pub mod serve;
 pub mod server;
 pub mod tls;
 pub mod upload;
@@ -152,6 +156,10 @@ pub struct RequestHeaders {
     pub sec_fetch_site: Option<String>,
     /// The formats the client takes (`/metrics`).
     pub accept: Option<String>,
+    /// The Deployment Server's session (`ds::session`).
+    pub cookie: Option<String>,
+    /// The body's type (the multipart `/upload`).
+    pub content_type: Option<String>,
 }
 
 impl Request<'_> {

@@ -12,9 +12,9 @@ into the binary: no CDN, no fonts, works offline and from a device's browser.
 
 use super::routes::State;
 use super::{Body, Request, Response};
-use crate::package::digest::to_hex;
+
 use crate::store::answers::AnswerKey;
-use crate::store::index::{Entry, Icon, ListQuery, percent_encode};
+use crate::store::index::{Entry, ListQuery};
 use std::fmt::Write;
 use std::sync::Arc;
 
@@ -80,7 +80,7 @@ pub struct PageInfo<'a> {
 pub fn render(
     info: &PageInfo<'_>,
     query: &ListQuery,
-    entries: &[Arc<Entry>],
+    entries: &[(Arc<Entry>, Vec<Arc<Entry>>)],
     architectures: &[String],
     categories: &[String],
     store_is_empty: bool,
@@ -149,8 +149,8 @@ pub fn render(
             entries.len(),
             if entries.len() == 1 { "" } else { "s" }
         );
-        for entry in entries {
-            render_card(&mut html, entry, info.signs_downloads);
+        for (entry, others) in entries {
+            super::card::render_card(&mut html, entry, others, info.signs_downloads);
         }
         html.push_str("</div>\n");
     }
@@ -256,149 +256,6 @@ fn render_empty_store(html: &mut String, info: &PageInfo<'_>) {
     );
 }
 
-/// Bytes as people read them.
-fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if bytes < 1024 {
-        return format!("{bytes} B");
-    }
-    let mut value = bytes as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
-fn render_card(html: &mut String, entry: &Entry, signs_downloads: bool) {
-    let info = &entry.info;
-    let (id, arch) = (entry.id(), entry.arch());
-    let query = format!(
-        "id={}&architecture={}",
-        percent_encode(id),
-        percent_encode(arch)
-    );
-    let icon = match entry.icon {
-        Icon::None => "/static/placeholder.svg".to_string(),
-        _ => format!("/package/icon?{query}"),
-    };
-    // The English name first, then the others (on hover, and in a disclosure).
-    let title = info
-        .names
-        .get("en")
-        .or_else(|| info.names.values().next())
-        .map_or(id, String::as_str);
-    let all_names: Vec<String> = info
-        .names
-        .iter()
-        .map(|(language, name)| format!("{language}: {name}"))
-        .collect();
-    let _ = write!(
-        html,
-        r#"<article class="card" data-id="{id}" data-architecture="{arch}">
-  <img class="icon" src="{icon}" alt="" width="64" height="64" loading="lazy">
-  <div class="main">
-    <h2 class="name" title="{names}">{title}</h2>
-    <p class="package-id"><code>{id}</code></p>
-"#,
-        id = escape(id),
-        arch = escape(arch),
-        icon = escape(&icon),
-        names = escape(&all_names.join("\n")),
-        title = escape(title),
-    );
-    // The English description, else the first.
-    if let Some(description) = info
-        .descriptions
-        .get("en")
-        .or_else(|| info.descriptions.values().next())
-        .filter(|d| !d.is_empty())
-    {
-        let _ = writeln!(
-            html,
-            r#"    <p class="description">{}</p>"#,
-            escape(description)
-        );
-    }
-    let others: Vec<(&String, &String)> = info
-        .names
-        .iter()
-        .filter(|(l, _)| l.as_str() != "en")
-        .collect();
-    if info.names.contains_key("en") && !others.is_empty() || others.len() > 1 {
-        let _ = write!(
-            html,
-            r#"    <details class="names"><summary>{} other name{}</summary><ul>"#,
-            others.len(),
-            if others.len() == 1 { "" } else { "s" }
-        );
-        for (language, name) in &others {
-            let _ = write!(
-                html,
-                r#"<li><span class="lang">{}</span> {}</li>"#,
-                escape(language),
-                escape(name)
-            );
-        }
-        html.push_str("</ul></details>\n");
-    }
-    let _ = write!(
-        html,
-        r#"    <dl class="facts">
-      <div><dt>Version</dt><dd class="version">{version}</dd></div>
-      <div><dt>Architecture</dt><dd class="architecture">{arch}</dd></div>
-      <div><dt>Size</dt><dd class="size" title="{bytes} bytes">{size}</dd></div>
-      <div class="wide"><dt>SHA-1</dt><dd class="sha1"><code>{sha1}</code></dd></div>
-    </dl>
-"#,
-        version = escape(info.version.as_deref().unwrap_or("")),
-        arch = escape(arch),
-        bytes = info.file_size,
-        size = human_size(info.file_size),
-        sha1 = to_hex(&info.sha1),
-    );
-    let chips = |class: &str, values: Vec<String>| -> String {
-        if values.is_empty() {
-            return String::new();
-        }
-        let items: String = values
-            .iter()
-            .map(|v| format!("<li>{}</li>", escape(v)))
-            .collect();
-        format!("    <ul class=\"chips {class}\">{items}</ul>\n")
-    };
-    html.push_str(&chips("categories", info.categories.clone()));
-    html.push_str(&chips(
-        "tags",
-        info.tags.iter().map(|t| t.to_string()).collect(),
-    ));
-    let _ = write!(
-        html,
-        r#"    <div class="actions">
-      <a class="download-link" href="/package/download?{query}" download>{file}</a>
-      <form class="download" method="get" action="/package/download">
-        <input type="hidden" name="id" value="{id}">
-        <input type="hidden" name="architecture" value="{arch}">
-{hardware_id}        <button type="submit">Download</button>
-      </form>
-      <button type="button" class="remove" data-id="{id}" data-architecture="{arch}" hidden>Remove</button>
-    </div>
-  </div>
-</article>
-"#,
-        id = escape(id),
-        arch = escape(arch),
-        query = escape(&query),
-        file = escape(&entry.file_name()),
-        hardware_id = if signs_downloads {
-            "        <input type=\"text\" name=\"hardware-id\" placeholder=\"hardware id (optional)\" aria-label=\"hardware id\">\n"
-        } else {
-            ""
-        },
-    );
-}
-
 /// What the page shows beside the packages, for `state`.
 fn page_info(state: &State, host: String, filter_error: Option<(String, String)>) -> PageInfo<'_> {
     let store = &state.store;
@@ -452,7 +309,16 @@ pub fn index_page(request: &Request<'_>, state: &State, query: ListQuery) -> Res
     let answer = state.store.answer(key, |store| {
         let (entries, architectures, categories, empty) = {
             let index = store.index();
-            let entries = index.list_entries(&query);
+            // Each with the other versions and variants of its id and architecture.
+            let entries: Vec<(Arc<Entry>, Vec<Arc<Entry>>)> = index
+                .list_entries(&query)
+                .into_iter()
+                .map(|e| {
+                    let mut others = index.matching(e.id(), Some(e.arch()), None);
+                    others.retain(|o| !Arc::ptr_eq(o, &e));
+                    (e, others)
+                })
+                .collect();
             let mut architectures: Vec<String> =
                 index.all().map(|e| e.arch().to_string()).collect();
             architectures.sort();
@@ -478,12 +344,5 @@ mod tests {
             escape(r#"<script>alert("x&y")</script>'"#),
             "&lt;script&gt;alert(&quot;x&amp;y&quot;)&lt;/script&gt;&#39;"
         );
-    }
-
-    #[test]
-    fn sizes_read_like_people_write_them() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(2048), "2.0 KiB");
-        assert_eq!(human_size(64 << 20), "64.0 MiB");
     }
 }

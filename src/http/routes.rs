@@ -6,17 +6,15 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 use super::conditional::Validators;
 use super::origin::{HostPolicy, cross_origin};
 use super::page;
-use super::{Body, Method, Request, Response, Tail};
+use super::{Body, Method, Request, Response, ds, serve};
 use crate::console::Event;
 use crate::metrics::{Metrics, Route};
-use crate::package::digest::to_hex;
 use crate::package::tags::{self, TagFilter};
 use crate::store::answers::{Answer, AnswerError};
 use crate::store::index::content_etag;
-use crate::store::index::{Entry, Icon, ListQuery};
+use crate::store::index::{Entry, ListQuery};
 use crate::store::{Store, UploadOutcome};
 use serde_json::json;
-use std::io;
 use std::sync::Arc;
 
 /// What the routes need.
@@ -29,6 +27,8 @@ pub struct State {
     pub hosts: HostPolicy,
     /// What `/metrics` shows; `None` with `--no-metrics`.
     pub metrics: Option<Arc<Metrics>>,
+    /// The Deployment Server's API (its key, download URLs).
+    pub deployment: super::ds::DeploymentServer,
 }
 
 /// A route's handler.
@@ -49,6 +49,21 @@ fn route(path: &str) -> Option<(Route, &'static [Method], Handler)> {
         "/package/remove" => (Route::PackageRemove, &[Post], package_remove),
         "/category/list" => (Route::CategoryList, &[Get, Head, Post], category_list),
         "/metrics" => (Route::Metrics, &[Get, Head], metrics),
+        "/login" => (Route::Login, &[Get, Head, Post], ds::login),
+        "/logout" => (Route::Logout, &[Get, Head, Post], ds::logout),
+        "/app/list" => (Route::AppList, &[Get, Head, Post], ds::app_list),
+        "/app/icon" => (Route::AppIcon, &[Get, Head, Post], ds::app_icon),
+        "/app/description" => (
+            Route::AppDescription,
+            &[Get, Head, Post],
+            ds::app_description,
+        ),
+        "/app/purchase" => (Route::AppPurchase, &[Get, Head, Post], ds::app_purchase),
+        p if p.starts_with("/app/download/") => {
+            (Route::AppDownload, &[Get, Head], ds::app_download)
+        }
+        "/category/icon" => (Route::CategoryIcon, &[Get, Head, Post], ds::category_icon),
+        "/upload" => (Route::Upload, &[Post], ds::upload),
         _ => return None,
     })
 }
@@ -86,7 +101,8 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
     }
     let writes = matches!(request.method, Method::Put | Method::Post)
         && matches!(request.path.as_str(), "/package/upload" | "/package/remove");
-    if writes
+    let ds_upload = request.method == Method::Post && request.path == "/upload";
+    if (writes || ds_upload)
         && let Some(refusal) = cross_origin(
             request.headers.origin.as_deref(),
             request.headers.sec_fetch_site.as_deref(),
@@ -108,7 +124,7 @@ pub fn handle(request: &mut Request<'_>, state: &State) -> Response {
 
 /// An upload refused before it was read (another site's page, no token) is the client's fault.
 fn count_refused_upload(request: &Request<'_>, state: &State) {
-    if request.method == Method::Put {
+    if request.method == Method::Put || request.path == "/upload" {
         state.store.counters.upload(UploadOutcome::ClientFault);
     }
 }
@@ -188,6 +204,10 @@ fn unauthorized(request: &Request<'_>, state: &State) -> Response {
 }
 
 fn hello(request: &mut Request<'_>, state: &State) -> Response {
+    // The Deployment Server's clients send a platform; Qt's a project id.
+    if request.param("platform").is_some() {
+        return ds::hello(request, state);
+    }
     // The Deployment Server's word for a malformed tag, before anything else.
     let status = if tag_filter(request).is_err() {
         "malformed-tag"
@@ -221,6 +241,7 @@ fn list_query(request: &Request<'_>) -> Result<ListQuery, String> {
         filter: request.non_empty_param("filter").map(str::to_string),
         architecture: request.non_empty_param("architecture").map(str::to_string),
         tags: tag_filter(request)?,
+        version: request.non_empty_param("version").map(str::to_string),
     })
 }
 
@@ -269,6 +290,10 @@ fn package_list(request: &mut Request<'_>, state: &State) -> Response {
 }
 
 fn category_list(request: &mut Request<'_>, state: &State) -> Response {
+    // A client with the Deployment Server's session cookie gets its objects.
+    if ds::session::has_cookie(request.headers.cookie.as_deref()) {
+        return ds::category_list(request, state);
+    }
     shared_json(request, state.store.categories_json())
 }
 
@@ -297,50 +322,15 @@ fn selected(request: &Request<'_>, state: &State) -> Result<Arc<Entry>, Response
     state
         .store
         .index()
-        .select(id, architecture, &tags)
+        .select(id, architecture, request.non_empty_param("version"), &tags)
         .ok_or_else(Response::not_found)
 }
 
 fn package_icon(request: &mut Request<'_>, state: &State) -> Response {
-    let entry = match selected(request, state) {
-        Ok(entry) => entry,
-        Err(answer) => return answer,
-    };
-    if let Icon::None = entry.icon {
-        return Response::not_found();
+    match selected(request, state) {
+        Ok(entry) => serve::icon(request, state, &entry),
+        Err(answer) => answer,
     }
-    let validators = Validators {
-        etag: format!("\"{}-icon\"", to_hex(&entry.info.sha1)),
-        last_modified: Some(entry.modified),
-    };
-    validators.respond(request, || {
-        let body = match &entry.icon {
-            Icon::None => return Response::not_found(),
-            Icon::InMemory(bytes) => Body::Shared(bytes.clone()),
-            Icon::InPackage { .. } => match entry.icon_from_package(&state.store.limits) {
-                Ok((length, reader)) => Body::Reader {
-                    reader,
-                    length,
-                    skip: 0,
-                },
-                Err(_) if state.store.forget_if_gone(&entry) => return Response::not_found(),
-                Err(e) => {
-                    let reason = format!("could not read the icon: {e}");
-                    return download_failed(state, &entry, &reason);
-                }
-            },
-        };
-        Response {
-            status: 200,
-            headers: vec![
-                ("Content-Type", "image/png".into()),
-                ("Accept-Ranges", "bytes".into()),
-            ],
-            body,
-            close: false,
-            log_note: None,
-        }
-    })
 }
 
 fn package_download(request: &mut Request<'_>, state: &State) -> Response {
@@ -350,82 +340,13 @@ fn package_download(request: &mut Request<'_>, state: &State) -> Response {
             Ok(entry) => entry,
             Err(answer) => return answer,
         };
-        let attachment = format!("attachment; filename=\"{}\"", entry.file_name());
-        let hardware_id = request.param("hardware-id").unwrap_or("");
-        let validators = match &state.store.signer {
-            None => Validators {
-                etag: format!("\"{}\"", to_hex(&entry.info.sha1)),
-                last_modified: Some(entry.modified),
-            },
-            Some(signer) => Validators {
-                etag: signer.etag(&entry, hardware_id),
-                last_modified: Some(signer.last_modified(&entry)),
-            },
-        };
-        if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
-            return not_modified;
+        let hardware_id = request.param("hardware-id").unwrap_or("").to_string();
+        match serve::download(request, state, &entry, &hardware_id) {
+            Ok(response) => return response,
+            Err(serve::Gone) => continue,
         }
-        let body = match &state.store.signer {
-            None => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
-                Ok((length, file)) => Body::File {
-                    file,
-                    length,
-                    tail: Tail::default(),
-                    range: None,
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Replaced meanwhile (look again), or deleted under us (forget it).
-                    state.store.forget_if_gone(&entry);
-                    continue;
-                }
-                Err(e) => return download_failed(state, &entry, &e.to_string()),
-            },
-            Some(signer) => match signer.sign(&entry, hardware_id) {
-                Ok(signed) => Body::File {
-                    file: signed.body,
-                    length: signed.body_length,
-                    tail: Tail(signed.tail),
-                    range: None,
-                },
-                Err(_) if state.store.forget_if_gone(&entry) => continue,
-                Err(reason) => {
-                    return download_failed(
-                        state,
-                        &entry,
-                        &format!("store signing failed: {reason}"),
-                    );
-                }
-            },
-        };
-        return validators.apply(Response {
-            status: 200,
-            headers: vec![
-                ("Content-Type", "application/octet-stream".into()),
-                ("Content-Disposition", attachment),
-                ("Accept-Ranges", "bytes".into()),
-            ],
-            body,
-            close: false,
-            log_note: Some(format!(
-                "package {} hardware-id {}",
-                entry.file_name(),
-                if hardware_id.is_empty() {
-                    "-"
-                } else {
-                    hardware_id
-                }
-            )),
-        });
     }
     Response::not_found()
-}
-
-fn download_failed(state: &State, entry: &Entry, reason: &str) -> Response {
-    state.store.console.event(&Event::Failed {
-        file: entry.file_name(),
-        reason: reason.to_string(),
-    });
-    Response::status(500, "Internal Server Error")
 }
 
 fn package_remove(request: &mut Request<'_>, state: &State) -> Response {
@@ -433,7 +354,7 @@ fn package_remove(request: &mut Request<'_>, state: &State) -> Response {
     let id = request.non_empty_param("id");
     let arch = request.non_empty_param("architecture");
     let removed = match id {
-        Some(id) => store.remove(id, arch),
+        Some(id) => store.remove(id, arch, request.non_empty_param("version")),
         None => Vec::new(),
     };
     // Qt's words: ` = skipping <id> [<arch>] (no match)`, `[<any>]` without an architecture.

@@ -298,6 +298,8 @@ fn request_headers(request: &tiny_http::Request<'_>) -> RequestHeaders {
         origin: header("Origin"),
         sec_fetch_site: header("Sec-Fetch-Site"),
         accept: header("Accept"),
+        cookie: header("Cookie"),
+        content_type: header("Content-Type"),
     }
 }
 

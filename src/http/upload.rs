@@ -92,7 +92,7 @@ pub fn package_upload(request: &mut Request<'_>, state: &State) -> Response {
 }
 
 /// Why an upload body could not be received.
-enum Received {
+pub(super) enum Received {
     Broken(String),
     /// Our fault: the body could not be written (a full disk).
     NotStored(String),
@@ -100,13 +100,13 @@ enum Received {
     Empty,
 }
 
-fn too_large(limit: u64) -> String {
+pub(super) fn too_large(limit: u64) -> String {
     format!("the package is larger than the maximum package size of {limit} bytes")
 }
 
 /// Copy the request body into `temp`, refusing more than `limit` bytes, and checking it
 /// is as long as the client announced.
-fn receive_body(
+pub(super) fn receive_body(
     body: &mut dyn Read,
     temp: &mut TempFile,
     limit: u64,

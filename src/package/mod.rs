@@ -7,6 +7,7 @@ packages and adds signature footers; `signature` does the PKCS#7 work. Every rej
 `PackageError` whose message names what is wrong, so the server can show it to the uploader.
 */
 
+pub mod abi;
 pub mod arch;
 pub mod digest;
 pub mod gzip;
@@ -18,6 +19,7 @@ pub mod signature;
 pub mod splice;
 pub mod tags;
 pub mod tarstream;
+pub mod version;
 pub mod writer;
 
 use crate::yaml::Node;

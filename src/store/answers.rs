@@ -28,6 +28,8 @@ pub enum AnswerKey {
     Categories,
     /// The page for a selection, as reached under a host name (its curl example names it).
     Page(ListQuery, String),
+    /// The Deployment Server's app list for a session, filters and base URL.
+    Deployment(String),
 }
 
 /// An answer and its strong `ETag`.

@@ -53,7 +53,7 @@ pub(super) fn open_cache_dir(path: &Path) -> Result<crate::fsutil::Dir, String> 
 
 /// Open `path` for reading if it is a regular file, never following a link or blocking on a
 /// FIFO.
-pub(super) fn open_regular(path: &Path) -> Result<File, String> {
+pub fn open_regular(path: &Path) -> Result<File, String> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)

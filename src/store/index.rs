@@ -1,5 +1,9 @@
 /*!
-The in-memory index of accepted packages, keyed by id and architecture.
+The in-memory index of accepted packages, keyed by id, architecture and group: the group is
+empty as in Qt's server (one package per id and architecture), or, with `--keep-versions`,
+the version and tag set (the Deployment Server's identity), so that versions and tag variants
+live side by side. Selection picks among the packages that pass the tag filters the one of the
+preferred architecture, then the newest version (`package::version`).
 
 It sits behind one `Mutex` in the store; everything here is quick and does no I/O, so callers
 copy out what they need (`Arc<Entry>`) and unlock before touching files or crypto. Answers to
@@ -14,6 +18,7 @@ a larger icon is streamed from the package file when asked for.
 use crate::package::PackageInfo;
 use crate::package::reader::icon_reader;
 use crate::package::tags::TagFilter;
+use crate::package::version::NO_VERSION;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -53,6 +58,11 @@ pub struct Entry {
     pub signing_body: Mutex<bool>,
     /// Removed or replaced: background work for it stops, and leaves nothing behind.
     pub discarded: AtomicBool,
+    /// Empty, or with `--keep-versions` the version and tags that identify it beside others of
+    /// its id and architecture (`store::identity`).
+    pub group: String,
+    /// What an upload through the Deployment Server's API said of it.
+    pub extras: Option<super::extras::UploadExtras>,
 }
 
 impl Entry {
@@ -86,6 +96,8 @@ impl Entry {
             modified,
             signing_body: Mutex::new(false),
             discarded: AtomicBool::new(false),
+            group: String::new(),
+            extras: None,
         }
     }
 
@@ -124,11 +136,36 @@ impl Entry {
         self.info.architecture_name()
     }
 
-    /// `<id>_<arch>.ampkg`
+    /// Its file's name in `.packages/` (`<id>_<arch>.ampkg`, with `--keep-versions` also its
+    /// group).
     pub fn file_name(&self) -> String {
-        file_name(self.id(), self.arch())
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file_name(self.id(), self.arch()))
+    }
+
+    /// Bytes of what lists show of it: its metadata and what its upload said.
+    pub fn listed_size(&self) -> u64 {
+        self.info.listed_size() + self.extras.as_ref().map_or(0, |x| x.size())
+    }
+
+    /// Its version, `0.0.0` when the manifest has none.
+    pub fn version(&self) -> &str {
+        self.info.version.as_deref().unwrap_or(NO_VERSION)
+    }
+
+    fn key(&self) -> Key {
+        (
+            self.id().to_string(),
+            self.arch().to_string(),
+            self.group.clone(),
+        )
     }
 }
+
+/// Id, architecture, group.
+type Key = (String, String, String);
 
 /// The file name of a package in `.packages/`.
 pub fn file_name(id: &str, arch: &str) -> String {
@@ -150,6 +187,8 @@ pub struct ListQuery {
     pub filter: Option<String>,
     pub architecture: Option<String>,
     pub tags: TagFilter,
+    /// Exactly this version (`version=`), else the newest of each.
+    pub version: Option<String>,
 }
 
 /// How many packages the index holds and their files' bytes, readable without its lock (for
@@ -162,7 +201,7 @@ pub struct IndexSize {
 
 #[derive(Default)]
 pub struct Index {
-    packages: BTreeMap<(String, String), Arc<Entry>>,
+    packages: BTreeMap<Key, Arc<Entry>>,
     size: Arc<IndexSize>,
     /// Counts changes, so an answer built from an older state is not used.
     generation: u64,
@@ -175,17 +214,17 @@ impl Index {
     pub fn insert(&mut self, entry: Arc<Entry>) -> Option<Arc<Entry>> {
         self.changed();
         self.count(&entry, true);
-        let key = (entry.id().to_string(), entry.arch().to_string());
-        let previous = self.packages.insert(key, entry);
+        let previous = self.packages.insert(entry.key(), entry);
         if let Some(previous) = &previous {
             self.count(previous, false);
         }
         previous
     }
 
-    pub fn remove(&mut self, id: &str, arch: &str) -> Option<Arc<Entry>> {
+    /// Remove the package stored under `entry`'s key.
+    pub fn remove(&mut self, entry: &Entry) -> Option<Arc<Entry>> {
         self.changed();
-        let removed = self.packages.remove(&(id.to_string(), arch.to_string()));
+        let removed = self.packages.remove(&entry.key());
         if let Some(removed) = &removed {
             self.count(removed, false);
         }
@@ -193,7 +232,7 @@ impl Index {
     }
 
     fn count(&mut self, entry: &Entry, added: bool) {
-        let (listed, icon) = (entry.info.listed_size(), entry.icon_in_memory());
+        let (listed, icon) = (entry.listed_size(), entry.icon_in_memory());
         if added {
             self.listed_bytes += listed;
             self.icon_bytes += icon;
@@ -241,10 +280,24 @@ impl Index {
         self.generation
     }
 
-    pub fn get(&self, id: &str, arch: &str) -> Option<Arc<Entry>> {
+    /// The package of `id`, `arch` and `group`.
+    pub fn get(&self, id: &str, arch: &str, group: &str) -> Option<Arc<Entry>> {
+        let key = (id.to_string(), arch.to_string(), group.to_string());
+        self.packages.get(&key).cloned()
+    }
+
+    /// The package with `entry`'s id, architecture and group.
+    pub fn get_same(&self, entry: &Entry) -> Option<Arc<Entry>> {
+        self.packages.get(&entry.key()).cloned()
+    }
+
+    /// The packages of `id`.
+    fn of_id<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Arc<Entry>> + 'a {
+        let start = (id.to_string(), String::new(), String::new());
         self.packages
-            .get(&(id.to_string(), arch.to_string()))
-            .cloned()
+            .range(start..)
+            .take_while(move |(key, _)| key.0 == id)
+            .map(|(_, entry)| entry)
     }
 
     pub fn len(&self) -> usize {
@@ -265,19 +318,49 @@ impl Index {
     }
 
     /// The package of exactly `arch`, else the platform independent one; without `arch`, the
-    /// platform independent one. Only packages that pass `tags` count: the native one that
-    /// does not is passed over for the platform independent one.
-    pub fn select(&self, id: &str, arch: Option<&str>, tags: &TagFilter) -> Option<Arc<Entry>> {
-        let passing = |arch: &str| self.get(id, arch).filter(|e| tags.passes(&e.info.tags));
-        arch.and_then(passing).or_else(|| passing("all"))
+    /// platform independent one. Only packages that pass `tags` (and are of `version`, when
+    /// given) count: the native one that does not is passed over for the platform independent
+    /// one. Among several of one architecture, the newest version.
+    pub fn select(
+        &self,
+        id: &str,
+        arch: Option<&str>,
+        version: Option<&str>,
+        tags: &TagFilter,
+    ) -> Option<Arc<Entry>> {
+        self.select_by(id, version, tags, |e| match arch {
+            Some(arch) if e.arch() == arch => Some(1),
+            _ if e.arch() == "all" => Some(0),
+            _ => None,
+        })
+    }
+
+    /// The package of `id` that passes `tags` (and is of `version`, when given) with the
+    /// highest rank (`None`: not eligible), then the newest version.
+    pub fn select_by(
+        &self,
+        id: &str,
+        version: Option<&str>,
+        tags: &TagFilter,
+        rank: impl Fn(&Entry) -> Option<u8>,
+    ) -> Option<Arc<Entry>> {
+        self.of_id(id)
+            .filter(|e| tags.passes(&e.info.tags) && version.is_none_or(|v| e.version() == v))
+            .filter_map(|e| rank(e).map(|r| (r, e)))
+            .max_by(|(ra, a), (rb, b)| {
+                ra.cmp(rb)
+                    .then_with(|| crate::package::version::compare(a.version(), b.version()))
+            })
+            .map(|(_, e)| e.clone())
     }
 
     /// All packages `remove` matches: `arch` is the stored name (`all` for platform
-    /// independent ones); without it, every architecture of `id`.
-    pub fn matching(&self, id: &str, arch: Option<&str>) -> Vec<Arc<Entry>> {
-        self.packages
-            .values()
-            .filter(|e| e.id() == id && arch.is_none_or(|a| e.arch() == a))
+    /// independent ones); without it, every architecture of `id`; with `version`, only that
+    /// version.
+    pub fn matching(&self, id: &str, arch: Option<&str>, version: Option<&str>) -> Vec<Arc<Entry>> {
+        self.of_id(id)
+            .filter(|e| arch.is_none_or(|a| e.arch() == a))
+            .filter(|e| version.is_none_or(|v| e.version() == v))
             .cloned()
             .collect()
     }
@@ -304,20 +387,20 @@ impl Index {
     /// The packages `/package/list` shows for `query`, in order (quick: no JSON here).
     pub fn list_entries(&self, query: &ListQuery) -> Vec<Arc<Entry>> {
         let needle = query.filter.as_deref().map(str::to_lowercase);
-        let tags = &query.tags;
-        let passes = |e: &Entry| tags.passes(&e.info.tags);
+        let (tags, version) = (&query.tags, query.version.as_deref());
         self.packages
             .values()
-            // Tags first: the architecture preference picks among the packages that pass.
-            .filter(|e| passes(e))
-            .filter(|e| match &query.architecture {
-                // Per id: the package for that architecture, else the platform independent one.
-                Some(arch) => {
-                    e.arch() == arch
-                        || (e.arch() == "all"
-                            && self.get(e.id(), arch).is_none_or(|native| !passes(&native)))
-                }
-                None => true,
+            // Tags first: the architecture preference picks among the packages that pass;
+            // then, per id, the one `select` picks (per id and architecture without one).
+            .filter(|e| tags.passes(&e.info.tags) && version.is_none_or(|v| e.version() == v))
+            .filter(|e| {
+                let chosen = match &query.architecture {
+                    Some(arch) => self.select(e.id(), Some(arch), version, tags),
+                    None => self.select_by(e.id(), version, tags, |c| {
+                        (c.arch() == e.arch()).then_some(0)
+                    }),
+                };
+                chosen.is_some_and(|c| Arc::ptr_eq(&c, e))
             })
             .filter(|e| {
                 query

@@ -15,12 +15,15 @@ nothing that devices download. Errors say whose fault they are (`InstallError`).
 */
 
 pub mod answers;
+pub mod extras;
 mod files;
+pub mod identity;
 pub mod index;
 mod installed;
 mod lock;
 pub use files::display_name;
-use files::{new_entry, open_cache_dir, open_regular, remove_temp_files, verify_in_parallel};
+pub use files::open_regular;
+use files::{new_entry, open_cache_dir, remove_temp_files, verify_in_parallel};
 pub use installed::{InstallError, InstallResult, Installed};
 use installed::{Tee, device_warning};
 pub use lock::DirLock;
@@ -33,7 +36,7 @@ use crate::fsutil::TempFile;
 use crate::package::signature::{TrustStore, digest_content};
 use crate::package::splice::Splice;
 use crate::package::{Limits, PackageInfo, read_package};
-use index::{Entry, Index, file_name};
+use index::{Entry, Index};
 use std::fs::{self, File};
 use std::io;
 use std::io::Seek;
@@ -109,6 +112,10 @@ pub struct Store {
     mutation: Mutex<()>,
     /// Lists and the page, built once per change and shared.
     answers: answers::Answers,
+    /// Versions and tag variants side by side (`identity`).
+    pub keep_versions: bool,
+    /// `.extras/`, opened once by `prepare`.
+    extras_dir: std::sync::OnceLock<crate::fsutil::Dir>,
 }
 
 impl Store {
@@ -138,6 +145,8 @@ impl Store {
             counters: Counters::default(),
             mutation: Mutex::new(()),
             answers: answers::Answers::default(),
+            keep_versions: false,
+            extras_dir: std::sync::OnceLock::new(),
         }
     }
 
@@ -161,6 +170,9 @@ impl Store {
         if let Some(signer) = &self.signer {
             signer.open_cache(open_cache_dir(&self.cache_dir)?);
         }
+        let _ = self
+            .extras_dir
+            .set(open_cache_dir(&self.data_dir.join(extras::EXTRAS_DIR))?);
         Ok(())
     }
 
@@ -170,6 +182,13 @@ impl Store {
         let pid = std::process::id();
         for dir in [&self.data_dir, &self.packages_dir] {
             remove_temp_files(dir, Some(pid));
+        }
+    }
+
+    /// Forget what an upload said of `entry` (removed, or moved to another name).
+    fn forget_extras(&self, entry: &Entry) {
+        if let Some(dir) = self.extras_dir.get() {
+            extras::forget(dir, &entry.file_name());
         }
     }
 
@@ -257,7 +276,10 @@ impl Store {
             let name = display_name(path);
             let result = result.and_then(|(mut entry, kept)| {
                 let full = index.len() as u64 >= self.max_packages;
-                let listed = index.listed_bytes() + entry.info.listed_size();
+                if index.get_same(&entry).is_some() {
+                    return Err("the same package (id, architecture and group) as another file".into());
+                }
+                let listed = index.listed_bytes() + entry.listed_size();
                 if full || listed > LISTED_BYTES {
                     return Err(format!(
                         "the store is full: at most {} packages and {LISTED_BYTES} bytes of names, descriptions and categories",
@@ -303,17 +325,25 @@ impl Store {
         let file = open_regular(path)?;
         let mut info = self.verify(&file)?;
         let seam = info.take_seam();
-        let expected = file_name(&info.id, info.architecture_name());
-        if path.file_name().and_then(|n| n.to_str()) != Some(expected.as_str()) {
+        let (id, arch) = (info.id.clone(), info.architecture_name().to_string());
+        let group = identity::group(&info, self.keep_versions);
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !identity::acceptable_name(name, &id, &arch, &group) {
             return Err(format!(
-                "invalid package name: expected {expected}, found {}",
+                "invalid package name: expected {}, found {}",
+                identity::stored_name(&id, &arch, &group),
                 display_name(path)
             ));
         }
         let metadata = file
             .metadata()
             .map_err(|e| format!("could not read {}: {e}", display_name(path)))?;
-        let entry = new_entry(info, path.to_path_buf(), &metadata);
+        let mut entry = new_entry(info, path.to_path_buf(), &metadata);
+        entry.group = group;
+        entry.extras = self
+            .extras_dir
+            .get()
+            .and_then(|dir| extras::load(dir, name, &entry.info.sha1));
         let cached = match &self.signer {
             Some(signer) => signer.adopt(&entry, seam),
             None => Vec::new(),
@@ -342,13 +372,22 @@ impl Store {
     }
 
     /// Verify `upload` (a file of ours from `upload_file`, complete) and install it.
-    pub fn install_upload(&self, mut upload: TempFile) -> Result<Installed, InstallError> {
+    pub fn install_upload(&self, upload: TempFile) -> Result<Installed, InstallError> {
+        self.install_upload_with(upload, None)
+    }
+
+    /// `install_upload`, keeping what the upload says of the package (`extras`).
+    pub fn install_upload_with(
+        &self,
+        mut upload: TempFile,
+        extras: Option<extras::UploadExtras>,
+    ) -> Result<Installed, InstallError> {
         let server = |e: io::Error| InstallError::Server(format!("could not read the upload: {e}"));
         upload.file().seek(io::SeekFrom::Start(0)).map_err(server)?;
         let info = self
             .verify(io::BufReader::with_capacity(256 * 1024, upload.file()))
             .map_err(InstallError::Rejected)?;
-        self.commit(info, upload)
+        self.commit(info, upload, extras)
     }
 
     /// Verify the package read from `source` (someone else's file) while copying it into a
@@ -369,16 +408,24 @@ impl Store {
         if let Some(e) = tee.write_error {
             return Err(store_error(e));
         }
-        self.commit(verified.map_err(InstallError::Rejected)?, copy)
+        self.commit(verified.map_err(InstallError::Rejected)?, copy, None)
     }
 
     /// Put the verified `file` into `.packages/` as the package `info` describes, replacing one
-    /// with the same id and architecture; when that one is identical, nothing changes.
-    fn commit(&self, mut info: PackageInfo, mut file: TempFile) -> Result<Installed, InstallError> {
+    /// of the same identity (`identity`); when that one is identical (and so is what the upload
+    /// says of it, `extras`), nothing changes.
+    fn commit(
+        &self,
+        mut info: PackageInfo,
+        mut file: TempFile,
+        extras: Option<extras::UploadExtras>,
+    ) -> Result<Installed, InstallError> {
         let seam = info.take_seam();
         let arch = info.architecture_name().to_string();
         let id = info.id.clone();
-        let destination = self.packages_dir.join(file_name(&id, &arch));
+        let group = identity::group(&info, self.keep_versions);
+        let name = identity::stored_name(&id, &arch, &group);
+        let destination = self.packages_dir.join(&name);
         let store_error = |e: io::Error| {
             InstallError::Server(format!(
                 "could not move the package into {PACKAGES_DIR}: {e}"
@@ -386,8 +433,10 @@ impl Store {
         };
 
         let changing = self.mutation();
-        let existing = self.index().get(&id, &arch);
-        if existing.as_ref().is_some_and(|e| e.info.sha1 == info.sha1) {
+        let existing = self.index().get(&id, &arch, &group);
+        if existing.as_ref().is_some_and(|e| {
+            e.info.sha1 == info.sha1 && extras.as_ref().is_none_or(|x| e.extras.as_ref() == Some(x))
+        }) {
             return Ok(Installed {
                 id,
                 arch,
@@ -395,9 +444,15 @@ impl Store {
                 warning: None,
             });
         }
+        let extra_bytes = extras.as_ref().map_or(0, extras::UploadExtras::size);
         let keep_icon = self
-            .room_for(&info, existing.as_deref())
+            .room_for(&info, extra_bytes, existing.as_deref())
             .map_err(InstallError::Rejected)?;
+        if let (Some(extras), Some(dir)) = (&extras, self.extras_dir.get()) {
+            extras::save(dir, &name, &info.sha1, extras).map_err(|e| {
+                InstallError::Server(format!("could not keep the upload's description: {e}"))
+            })?;
+        }
         // Readable by everyone, writable only by us, whatever the umask or the uploader.
         file.file()
             .set_permissions(fs::Permissions::from_mode(0o644))
@@ -405,6 +460,8 @@ impl Store {
         let metadata = file.file().metadata().map_err(store_error)?;
         file.persist(&destination).map_err(store_error)?;
         let mut entry = new_entry(info, destination, &metadata);
+        entry.group = group;
+        entry.extras = extras;
         if !keep_icon {
             entry.stream_icon();
         }
@@ -413,7 +470,12 @@ impl Store {
         if let Some(signer) = &self.signer {
             signer.prepare(entry.clone(), seam);
         }
-        let previous = self.index().insert(entry);
+        let previous = self.index().insert(entry.clone());
+        // A package kept under Qt's name before `--keep-versions` leaves that name now.
+        if let Some(previous) = previous.as_ref().filter(|p| p.path != entry.path) {
+            let _ = fs::remove_file(&previous.path);
+            self.forget_extras(previous);
+        }
         drop(changing);
         if let Some(previous) = previous {
             self.discard_signing(&previous);
@@ -433,7 +495,12 @@ impl Store {
     /// Whether the store has room for `info` (replacing `existing`): `Err` with the reason
     /// when it has not; `Ok(false)` when its icon is to be read from the package, as the
     /// icons kept in memory are at their limit.
-    fn room_for(&self, info: &PackageInfo, existing: Option<&Entry>) -> Result<bool, String> {
+    fn room_for(
+        &self,
+        info: &PackageInfo,
+        extra_bytes: u64,
+        existing: Option<&Entry>,
+    ) -> Result<bool, String> {
         let index = self.index();
         if existing.is_none() && index.len() as u64 >= self.max_packages {
             return Err(format!(
@@ -441,8 +508,8 @@ impl Store {
                 index.len()
             ));
         }
-        let replaced = existing.map_or(0, |e| e.info.listed_size());
-        let listed = index.listed_bytes() - replaced + info.listed_size();
+        let replaced = existing.map_or(0, |e| e.listed_size());
+        let listed = index.listed_bytes() - replaced + info.listed_size() + extra_bytes;
         if listed > LISTED_BYTES {
             return Err(format!(
                 "the store's names, descriptions and categories would take {listed} bytes, more than the {LISTED_BYTES} bytes the server keeps in memory for all packages"
@@ -453,9 +520,10 @@ impl Store {
         Ok(index.icon_bytes() - replaced_icon + icon <= ICON_BYTES)
     }
 
-    /// Remove every package matching `id` (and `arch`, when given). Returns the removed ones.
-    pub fn remove(&self, id: &str, arch: Option<&str>) -> Vec<Arc<Entry>> {
-        self.remove_entries(|index| index.matching(id, arch))
+    /// Remove every package matching `id` (and `arch` and `version`, when given). Returns the
+    /// removed ones.
+    pub fn remove(&self, id: &str, arch: Option<&str>, version: Option<&str>) -> Vec<Arc<Entry>> {
+        self.remove_entries(|index| index.matching(id, arch, version))
     }
 
     /// Remove every package whose id or `<id>_<arch>` is `pattern`.
@@ -479,7 +547,8 @@ impl Store {
                     continue;
                 }
             }
-            self.index().remove(entry.id(), entry.arch());
+            self.index().remove(&entry);
+            self.forget_extras(&entry);
             removed.push(entry);
         }
         drop(changing);
@@ -496,7 +565,7 @@ impl Store {
     /// drop it from the index and say so. True if it was gone.
     pub fn forget_if_gone(&self, entry: &Arc<Entry>) -> bool {
         let changing = self.mutation();
-        let current = self.index().get(entry.id(), entry.arch());
+        let current = self.index().get_same(entry);
         if !current.is_some_and(|c| Arc::ptr_eq(&c, entry)) {
             return false; // replaced by a newer package: not gone
         }
@@ -504,7 +573,7 @@ impl Store {
         if still_there {
             return false;
         }
-        self.index().remove(entry.id(), entry.arch());
+        self.index().remove(entry);
         drop(changing);
         self.discard_signing(entry);
         self.console.event(&Event::Failed {
