@@ -97,32 +97,52 @@ pub fn app_list(request: &mut Request<'_>, state: &State) -> Response {
         },
     };
     let base = base_url(request, state);
-    let key = serde_json::to_string(&(&session, &filter, category, &base)).unwrap_or_default();
-    let answer = state.store.answer(AnswerKey::Deployment(key), |store| {
-        let entries: Vec<Arc<Entry>> = {
-            let index = store.index();
-            let ids: BTreeSet<&str> = index.all().map(|e| e.id()).collect();
-            let tags = session_filter(&session);
-            ids.into_iter()
-                .filter_map(|id| index.select_by(id, None, &tags, rank(&session)))
-                .collect()
-        };
-        let items: Vec<Value> = entries
-            .iter()
-            .filter(|e| category.is_none_or(|c| categories(e).any(|n| category_id(n) == c)))
-            .filter(|e| {
-                filter.is_empty()
-                    || e.info
-                        .names
-                        .values()
-                        .any(|n| n.to_lowercase().contains(&filter))
-            })
-            .map(|e| item(e, &base))
-            .collect();
-        serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
-    });
+    // What selects (not the session's expiry or user): equal requests share one answer.
+    let selects = (
+        &session.architecture,
+        &session.require_tags,
+        &session.conflicts_tags,
+    );
+    let key = serde_json::to_string(&("list", selects, &filter, category, &base));
+    let answer = state
+        .store
+        .answer(AnswerKey::Deployment(key.unwrap_or_default()), |store| {
+            let entries: Vec<Arc<Entry>> = {
+                let index = store.index();
+                let ids: BTreeSet<&str> = index.all().map(|e| e.id()).collect();
+                let tags = session_filter(&session);
+                ids.into_iter()
+                    .filter_map(|id| index.select_by(id, None, &tags, rank(&session)))
+                    .collect()
+            };
+            let items: Vec<Value> = entries
+                .iter()
+                .filter(|e| category.is_none_or(|c| categories(e).any(|n| category_id(n) == c)))
+                .filter(|e| {
+                    filter.is_empty()
+                        || e.info
+                            .names
+                            .values()
+                            .any(|n| n.to_lowercase().contains(&filter))
+                })
+                .map(|e| item(e, &base))
+                .collect();
+            serde_json::to_vec(&items).unwrap_or_else(|_| b"[]".to_vec())
+        });
+    shared(answer, "application/json")
+}
+
+/// A shared answer (see `store::answers`), or why there is none.
+fn shared(
+    answer: Result<crate::store::answers::Answer, crate::store::answers::AnswerError>,
+    content_type: &str,
+) -> Response {
     match answer {
-        Ok(answer) => Response::json_body(Body::Shared(answer.bytes)),
+        Ok(answer) => {
+            let mut response = Response::json_body(Body::Shared(answer.bytes));
+            response.headers = vec![("Content-Type", content_type.to_string())];
+            response
+        }
         Err(error) => Response::unanswerable(&error),
     }
 }
@@ -179,41 +199,43 @@ pub fn app_description(request: &mut Request<'_>, state: &State) -> Response {
     let Some(entry) = select(state, &session, id) else {
         return Response::not_found();
     };
-    let text = entry
-        .extras
-        .as_ref()
-        .map(|x| x.description.as_str())
-        .filter(|d| !d.is_empty())
-        .or_else(|| english(&entry.info.descriptions))
-        .unwrap_or("")
-        .to_string();
+    // Shared like the lists: clients that never read hold no copy of their own.
+    let key = AnswerKey::Deployment(format!("description {}", to_hex(&entry.info.sha1)));
+    let answer = state.store.answer(key, |_| {
+        let text = entry
+            .extras
+            .as_ref()
+            .map(|x| x.description.as_str())
+            .filter(|d| !d.is_empty())
+            .or_else(|| english(&entry.info.descriptions))
+            .unwrap_or("");
+        text.as_bytes().to_vec()
+    });
     // Plain text: a description is never run as a page of ours.
-    Response {
-        status: 200,
-        headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
-        body: Body::Bytes(text.into_bytes()),
-        close: false,
-        log_note: None,
-    }
+    shared(answer, "text/plain; charset=utf-8")
 }
 
 /// `/category/list` for a client of this API: `All` first, then every category by name.
 pub fn category_list(request: &mut Request<'_>, state: &State) -> Response {
-    let names: BTreeSet<String> = {
-        let index = state.store.index();
-        index
-            .all()
-            .flat_map(|e| categories(e).map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    };
-    let mut list = vec![json!({ "id": -1, "name": "All" })];
-    list.extend(
-        names
-            .iter()
-            .map(|n| json!({ "id": category_id(n), "name": n })),
-    );
+    let key = AnswerKey::Deployment("categories".to_string());
+    let answer = state.store.answer(key, |store| {
+        let names: BTreeSet<String> = {
+            let index = store.index();
+            index
+                .all()
+                .flat_map(|e| categories(e).map(str::to_string).collect::<Vec<_>>())
+                .collect()
+        };
+        let mut list = vec![json!({ "id": -1, "name": "All" })];
+        list.extend(
+            names
+                .iter()
+                .map(|n| json!({ "id": category_id(n), "name": n })),
+        );
+        serde_json::to_vec(&list).unwrap_or_else(|_| b"[]".to_vec())
+    });
     let session = session_of(request, state).unwrap_or_default();
-    with_session(Response::json(&Value::Array(list)), &session, state)
+    with_session(shared(answer, "application/json"), &session, state)
 }
 
 /// `/category/icon`: the icon of an app in that category, else an empty PNG.
