@@ -15,6 +15,7 @@ pub mod fsutil;
 pub mod http;
 pub mod metrics;
 pub mod package;
+pub mod s3;
 pub mod scanner;
 pub mod server;
 pub mod store;

@@ -130,6 +130,10 @@ fn serve(config: Config) -> Result<(), String> {
         console,
     );
     store.keep_versions = config.keep_versions;
+    if let Some(location) = &config.s3 {
+        let objects = crate::s3::ObjectStore::new(location)?;
+        store.remote = Some(Arc::new(crate::store::remote::Remote::new(objects)));
+    }
     let store = Arc::new(store);
     store.prepare()?;
 
@@ -152,7 +156,15 @@ fn serve(config: Config) -> Result<(), String> {
     if let Some(certificate) = &tls_certificate {
         console.heading(&format!("TLS: {}", certificate.display()));
     }
-    store.load_packages();
+    match &store.remote {
+        Some(remote) => {
+            if let Some(location) = &config.s3 {
+                console.heading(&format!("Store: {location}"));
+            }
+            store.load_remote(remote)?;
+        }
+        None => store.load_packages(),
+    }
     let mut folders = scanner::Folders::default();
     folders.initial_scan(&store);
 
@@ -186,12 +198,45 @@ fn serve(config: Config) -> Result<(), String> {
     let http = HttpServer::start(listener, options, state, console)?;
     console.heading(&format!("HTTP server listening on: {}", http.local_addr));
     let scanner = Scanner::start(store.clone(), folders)?;
+    let poller = store
+        .remote
+        .clone()
+        .map(|remote| start_poller(store.clone(), remote));
 
     signals.wait();
     http.stop();
     scanner.stop();
+    if let Some((stop, thread)) = poller {
+        stop.store(true, Ordering::SeqCst);
+        let _ = thread.join();
+    }
     store.remove_own_temp_files();
     Ok(())
+}
+
+/// The thread that applies other replicas' changes (`Store::poll_remote`) until `stop`.
+fn start_poller(
+    store: Arc<Store>,
+    remote: Arc<crate::store::remote::Remote>,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopping = stop.clone();
+    let thread = std::thread::spawn(move || {
+        let step = std::time::Duration::from_millis(50);
+        let mut waited = std::time::Duration::ZERO;
+        while !stopping.load(Ordering::SeqCst) {
+            std::thread::sleep(step);
+            waited += step;
+            if waited >= crate::store::remote::POLL {
+                waited = std::time::Duration::ZERO;
+                store.poll_remote(&remote);
+            }
+        }
+    });
+    (stop, thread)
 }
 
 /// Listen on `address`. The unspecified IPv6 address (`any`) listens on IPv6 and IPv4, like

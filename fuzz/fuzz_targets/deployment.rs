@@ -23,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = amps::package::abi::normalize_requested(&text);
     let key = amps::http::ds::Key::new([1u8; 32]);
     let _ = amps::http::ds::session::Session::from_cookies(Some(&text), &key);
-    let (a, b) = text.split_at(text.len() / 2);
+    let middle = text.char_indices().nth(text.chars().count() / 2).map_or(text.len(), |(i, _)| i);
+    let (a, b) = text.split_at(middle);
     use std::cmp::Ordering;
     let (ab, ba) = (
         amps::package::version::compare(a, b),

@@ -48,6 +48,16 @@ Options:
   --keep-versions               Identify packages by id, version, architecture and tags (the
                                 Deployment Server's model): other versions and tag variants
                                 are kept beside each other, the newest is served.
+  --store s3://<bucket>/<prefix>
+                                Keep packages in S3-compatible object storage, shared by any
+                                number of servers (default: the data directory).
+  --s3-endpoint <url>           The object store's endpoint (else AWS_ENDPOINT_URL, else AWS).
+  --s3-region <region>          Its region (else AWS_REGION or AWS_DEFAULT_REGION, else
+                                us-east-1).
+  --s3-path-style               Path-style addressing (the default with --s3-endpoint).
+  --s3-access-key-id <id>       The access key (else AWS_ACCESS_KEY_ID) ...
+  --s3-secret-access-key-file <file>
+                                ... and its secret, from a file (else AWS_SECRET_ACCESS_KEY).
   --download-expiry <seconds>   How long an /app/purchase download URL is valid (default 600).
   --bind-downloads-to-device    /app/purchase signs for the device_id it is given.
   --allowed-hosts <names>       Host names (comma-separated; repeatable) this server answers
@@ -74,6 +84,18 @@ pub struct Args {
     pub limits: LimitArgs,
     pub connections: ConnectionArgs,
     pub http: HttpArgs,
+    pub store: StoreArgs,
+}
+
+/// Where the store is (`--store s3://...` and the object store's settings), as given.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreArgs {
+    pub store: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub path_style: Option<bool>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key_file: Option<PathBuf>,
 }
 
 /// Our HTTP extensions (TLS, the upload token, the request log, metrics), as given on the command
@@ -189,6 +211,20 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             Long("log-requests") => out.http.log_requests = Some(true),
             Long("no-metrics") => out.http.metrics = Some(false),
             Long("keep-versions") => out.http.keep_versions = Some(true),
+            Long("store") => {
+                let store = text(parser.value().map_err(e)?)?;
+                crate::s3::parse_store(&store).map_err(|why| format!("--store {store}: {why}"))?;
+                out.store.store = Some(store)
+            }
+            Long("s3-endpoint") => out.store.endpoint = Some(text(parser.value().map_err(e)?)?),
+            Long("s3-region") => out.store.region = Some(text(parser.value().map_err(e)?)?),
+            Long("s3-path-style") => out.store.path_style = Some(true),
+            Long("s3-access-key-id") => {
+                out.store.access_key_id = Some(text(parser.value().map_err(e)?)?)
+            }
+            Long("s3-secret-access-key-file") => {
+                out.store.secret_access_key_file = Some(parser.value().map_err(e)?.into())
+            }
             Long("bind-downloads-to-device") => out.http.bind_downloads_to_device = Some(true),
             Long("download-expiry") => {
                 let value = text(parser.value().map_err(e)?)?;

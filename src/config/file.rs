@@ -20,6 +20,7 @@ pub struct FileSettings {
     pub limits: LimitArgs,
     pub connections: ConnectionArgs,
     pub http: HttpArgs,
+    pub store: super::args::StoreArgs,
     /// The file's body map, to keep settings we do not touch when writing it back.
     body: Vec<(String, Node)>,
 }
@@ -128,6 +129,18 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "logRequests" => settings.http.log_requests = Some(boolean()?),
             "metrics" => settings.http.metrics = Some(boolean()?),
             "keepVersions" => settings.http.keep_versions = Some(boolean()?),
+            "store" => {
+                let store = non_empty()?;
+                crate::s3::parse_store(&store).map_err(|why| format!("'{key}' {store}: {why}"))?;
+                settings.store.store = Some(store)
+            }
+            "s3Endpoint" => settings.store.endpoint = Some(non_empty()?),
+            "s3Region" => settings.store.region = Some(non_empty()?),
+            "s3PathStyle" => settings.store.path_style = Some(boolean()?),
+            "s3AccessKeyId" => settings.store.access_key_id = Some(non_empty()?),
+            "s3SecretAccessKeyFile" => {
+                settings.store.secret_access_key_file = Some(non_empty()?.into())
+            }
             "bindDownloadsToDevice" => settings.http.bind_downloads_to_device = Some(boolean()?),
             "downloadExpiry" => {
                 let seconds = size()?;
@@ -254,6 +267,20 @@ pub(super) fn write_config_file(
     set("logRequests", http.log_requests.map(boolean), None);
     set("metrics", http.metrics.map(boolean), None);
     set("keepVersions", http.keep_versions.map(boolean), None);
+    // Where the store is, but never a credential (the secret's file path is not one).
+    let store = &args.store;
+    set("store", store.store.as_deref().map(string), None);
+    set("s3Endpoint", store.endpoint.as_deref().map(string), None);
+    set("s3Region", store.region.as_deref().map(string), None);
+    set("s3PathStyle", store.path_style.map(boolean), None);
+    set(
+        "s3SecretAccessKeyFile",
+        store
+            .secret_access_key_file
+            .as_ref()
+            .map(|p| path_node(&absolute(p))),
+        None,
+    );
     set(
         "bindDownloadsToDevice",
         http.bind_downloads_to_device.map(boolean),

@@ -9,6 +9,7 @@ Certificates are loaded here too, so a wrong file or password stops the start, n
 
 mod args;
 mod file;
+mod store;
 
 pub use args::{
     Args, Command, ConnectionArgs, HttpArgs, LimitArgs, USAGE, parse_args, parse_listen_address,
@@ -48,6 +49,8 @@ pub struct Config {
     pub log_requests: bool,
     /// `GET /metrics` served.
     pub metrics: bool,
+    /// The object store, with `--store s3://...`; else the data directory.
+    pub s3: Option<crate::s3::S3Location>,
     /// The Deployment Server's identity model (`store::identity`).
     pub keep_versions: bool,
     /// Seconds an `/app/purchase` URL is valid.
@@ -177,6 +180,7 @@ impl Config {
             .or(file.http.log_requests)
             .unwrap_or(false);
         let metrics = args.http.metrics.or(file.http.metrics).unwrap_or(true);
+        let s3 = store::s3_location(&args.store, &file.store, &in_data_dir)?;
         let keep_versions = args
             .http
             .keep_versions
@@ -217,6 +221,7 @@ impl Config {
             upload_token,
             log_requests,
             metrics,
+            s3,
             keep_versions,
             download_expiry,
             bind_downloads_to_device,

@@ -3,7 +3,7 @@ Answers as tiny_http sends them: bodies in memory as they are, files with sendfi
 in blocks under TLS) followed by a computed tail, and readers copied in blocks.
 */
 
-use super::{Body, Response};
+use super::{Body, ObjectPart, Response};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -28,6 +28,23 @@ pub fn into_tiny_http(response: Response) -> tiny_http::Response {
                 tail,
                 first,
                 count: if empty { 0 } else { last - first + 1 },
+            }))
+        }
+        Body::Object(part) => {
+            let (first, count) = object_span(part.length, &part.tail, part.range);
+            let ObjectPart {
+                object,
+                length,
+                tail,
+                opened,
+                ..
+            } = *part;
+            tiny_http::ResponseBody::Stream(Box::new(ObjectBody {
+                reader: opened.or_else(|| object_reader(&object, length, first, count)),
+                object_length: length,
+                tail,
+                first,
+                count,
             }))
         }
         Body::Reader {
@@ -93,6 +110,88 @@ impl tiny_http::StreamBody for FileBody {
             .and_then(|()| self.tail.write_range(in_tail, out));
         cork(out, 0)?;
         sent
+    }
+}
+
+/// `count` bytes from `first` on of: an object in the S3 store, then `tail`. Only the bytes
+/// asked for are fetched (one ranged GET, resumed when cut short).
+struct ObjectBody {
+    /// The object's part of the answer, already opened (`open_objects`).
+    reader: Option<crate::s3::ObjectReader>,
+    object_length: u64,
+    tail: super::Tail,
+    first: u64,
+    count: u64,
+}
+
+impl tiny_http::StreamBody for ObjectBody {
+    fn length(&self) -> u64 {
+        self.count
+    }
+
+    fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
+        let end = self.first + self.count;
+        let in_object = self.first.min(self.object_length)..end.min(self.object_length);
+        let in_tail = self.first.max(self.object_length) - self.object_length
+            ..end.max(self.object_length) - self.object_length;
+        out.write_all(head)?;
+        if let Some(mut reader) = self.reader {
+            let copied = io::copy(&mut reader, out)?;
+            if copied < in_object.end - in_object.start {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the object is shorter than announced",
+                ));
+            }
+        }
+        self.tail.write_range(in_tail, out)
+    }
+}
+
+/// The first byte and byte count an object body sends.
+fn object_span(length: u64, tail: &super::Tail, range: Option<(u64, u64)>) -> (u64, u64) {
+    let total = length + tail.len();
+    match range {
+        Some((first, last)) => (first, last - first + 1),
+        None => (0, total),
+    }
+}
+
+/// A reader of the object's part of `count` bytes from `first`, if any.
+fn object_reader(
+    object: &crate::s3::RemoteObject,
+    length: u64,
+    first: u64,
+    count: u64,
+) -> Option<crate::s3::ObjectReader> {
+    let end = (first + count).min(length);
+    (first < end).then(|| object.objects.reader(&object.name, first, end))
+}
+
+/// Start fetching an object body before its status is sent: when the object store cannot
+/// serve it, the answer is `503` with `Retry-After` (a server fault, said on the console), not
+/// a `200` whose body breaks off.
+pub fn open_objects(mut response: Response, console: &crate::console::Console) -> Response {
+    let Body::Object(part) = &mut response.body else {
+        return response;
+    };
+    let (first, count) = object_span(part.length, &part.tail, part.range);
+    let Some(mut reader) = object_reader(&part.object, part.length, first, count) else {
+        return response;
+    };
+    match reader.open() {
+        Ok(()) => {
+            part.opened = Some(reader);
+            response
+        }
+        Err(e) => {
+            console.event(&crate::console::Event::Failed {
+                file: part.object.name.clone(),
+                reason: e.to_string(),
+            });
+            Response::status(503, "Service Unavailable: the object store does not answer")
+                .with_header("Retry-After", "5")
+        }
     }
 }
 

@@ -202,6 +202,10 @@ impl Body {
                 Some((first, last)) => last - first + 1,
                 None => length + tail.len(),
             },
+            Body::Object(part) => match part.range {
+                Some((first, last)) => last - first + 1,
+                None => part.length + part.tail.len(),
+            },
         }
     }
 
@@ -225,6 +229,11 @@ impl Body {
                 tail,
                 range: Some((first, last)),
             },
+            Body::Object(mut part) => {
+                part.range = Some((first, last));
+                part.opened = None;
+                Body::Object(part)
+            }
         }
     }
 }
@@ -249,6 +258,18 @@ pub enum Body {
         tail: Tail,
         range: Option<(u64, u64)>,
     },
+    /// An object in the S3 store (read with ranged GETs), then a tail.
+    Object(Box<ObjectPart>),
+}
+
+/// `length` bytes of an object in the S3 store, then `tail`; of those, `range` only when set.
+pub struct ObjectPart {
+    pub object: crate::s3::RemoteObject,
+    pub length: u64,
+    pub tail: Tail,
+    pub range: Option<(u64, u64)>,
+    /// The object's part, opened before the status is sent (`bodies::open_objects`).
+    pub opened: Option<crate::s3::ObjectReader>,
 }
 
 /// What follows a file in a `Body::File`: pieces shared with caches (the closing bytes, seam

@@ -6,10 +6,11 @@ file up to its cut and the computed tail).
 
 use super::conditional::Validators;
 use super::routes::State;
-use super::{Body, Request, Response, Tail};
+use super::{Body, ObjectPart, Request, Response, Tail};
 use crate::console::Event;
 use crate::package::digest::to_hex;
 use crate::store::index::{Entry, Icon};
+use crate::store::signing::SignedBody;
 use std::io;
 use std::sync::Arc;
 
@@ -77,8 +78,15 @@ pub fn download(
     if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
         return Ok(not_modified);
     }
-    let body = match &state.store.signer {
-        None => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
+    let body = match (&state.store.signer, &entry.remote) {
+        (None, Some(remote)) => Body::Object(Box::new(ObjectPart {
+            object: remote.clone(),
+            length: entry.info.file_size,
+            tail: Tail::default(),
+            range: None,
+            opened: None,
+        })),
+        (None, None) => match entry.open().and_then(|f| Ok((f.metadata()?.len(), f))) {
             Ok((length, file)) => Body::File {
                 file,
                 length,
@@ -92,12 +100,21 @@ pub fn download(
             }
             Err(e) => return Ok(download_failed(state, entry, &e.to_string())),
         },
-        Some(signer) => match signer.sign(entry, hardware_id) {
-            Ok(signed) => Body::File {
-                file: signed.body,
-                length: signed.body_length,
-                tail: Tail(signed.tail),
-                range: None,
+        (Some(signer), _) => match signer.sign(entry, hardware_id) {
+            Ok(signed) => match signed.body {
+                SignedBody::File(file) => Body::File {
+                    file,
+                    length: signed.body_length,
+                    tail: Tail(signed.tail),
+                    range: None,
+                },
+                SignedBody::Object(object) => Body::Object(Box::new(ObjectPart {
+                    object,
+                    length: signed.body_length,
+                    tail: Tail(signed.tail),
+                    range: None,
+                    opened: None,
+                })),
             },
             Err(_) if state.store.forget_if_gone(entry) => return Err(Gone),
             Err(reason) => {

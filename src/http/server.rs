@@ -129,7 +129,8 @@ impl tiny_http::Handler for App {
                 };
                 let response = catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
                     .unwrap_or_else(|_| Response::status(500, "Internal Server Error"));
-                response.for_range(&ours.headers)
+                let response = response.for_range(&ours.headers);
+                super::bodies::open_objects(response, &self.console)
             }
             Err(response) => response,
         };

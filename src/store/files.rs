@@ -29,6 +29,18 @@ impl Entry {
         }
         Ok(file)
     }
+
+    /// A reader of the whole package: its file, or its object in the S3 store.
+    pub fn reader(&self) -> io::Result<Box<dyn io::Read + Send>> {
+        match &self.remote {
+            Some(remote) => Ok(Box::new(remote.objects.reader(
+                &remote.name,
+                0,
+                self.info.file_size,
+            ))),
+            None => Ok(Box::new(self.open()?)),
+        }
+    }
 }
 
 /// `.cache/`, opened by descriptor. Created when missing; a symbolic link in its place (which

@@ -63,6 +63,8 @@ pub struct Entry {
     pub group: String,
     /// What an upload through the Deployment Server's API said of it.
     pub extras: Option<super::extras::UploadExtras>,
+    /// With `--store s3://...`: its object there (`path` is then not used).
+    pub remote: Option<crate::s3::RemoteObject>,
 }
 
 impl Entry {
@@ -98,6 +100,7 @@ impl Entry {
             discarded: AtomicBool::new(false),
             group: String::new(),
             extras: None,
+            remote: None,
         }
     }
 
@@ -123,8 +126,7 @@ impl Entry {
         &self,
         limits: &crate::package::Limits,
     ) -> std::io::Result<(u64, Box<dyn std::io::Read + Send>)> {
-        let file = self.open()?;
-        let (size, reader) = icon_reader(file, limits)?;
+        let (size, reader) = icon_reader(self.reader()?, limits)?;
         Ok((size, Box::new(reader)))
     }
 

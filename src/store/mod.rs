@@ -32,6 +32,7 @@ use installed::{Tee, device_warning};
 pub use lock::DirLock;
 mod lru;
 mod records;
+pub mod remote;
 pub mod signing;
 
 use crate::console::{Console, Event, Line};
@@ -87,6 +88,8 @@ pub struct Store {
     answers: answers::Answers,
     /// Versions and tag variants side by side (`identity`).
     pub keep_versions: bool,
+    /// The object store, with `--store s3://...`.
+    pub remote: Option<Arc<remote::Remote>>,
     /// `.extras/`, opened once by `prepare`.
     extras_dir: std::sync::OnceLock<crate::fsutil::Dir>,
 }
@@ -119,6 +122,7 @@ impl Store {
             mutation: Mutex::new(()),
             answers: answers::Answers::default(),
             keep_versions: false,
+            remote: None,
             extras_dir: std::sync::OnceLock::new(),
         }
     }
@@ -155,6 +159,15 @@ impl Store {
         let pid = std::process::id();
         for dir in [&self.data_dir, &self.packages_dir] {
             remove_temp_files(dir, Some(pid));
+        }
+    }
+
+    /// What goes with a replaced package: its signing state, and in the object store its
+    /// object once no record points at it.
+    fn discard_remote(&self, entry: &Entry) {
+        self.discard_signing(entry);
+        if let (Some(remote), Some(_)) = (&self.remote, &entry.remote) {
+            remote.doom(&entry.info.sha1);
         }
     }
 
@@ -329,20 +342,29 @@ impl Store {
         let keep_icon = self
             .room_for(&info, extra_bytes, existing.as_deref())
             .map_err(InstallError::Rejected)?;
-        if let (Some(extras), Some(dir)) = (&extras, self.extras_dir.get()) {
+        if let (Some(extras), Some(dir), None) = (&extras, self.extras_dir.get(), &self.remote) {
             extras::save(dir, &name, &info.sha1, extras).map_err(|e| {
                 InstallError::Server(format!("could not keep the upload's description: {e}"))
             })?;
         }
-        // Readable by everyone, writable only by us, whatever the umask or the uploader.
-        file.file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(store_error)?;
-        let metadata = file.file().metadata().map_err(store_error)?;
-        file.persist(&destination).map_err(store_error)?;
-        let mut entry = new_entry(info, destination, &metadata);
-        entry.group = group;
-        entry.extras = extras;
+        let mut entry = match &self.remote {
+            // The object store: the package, then its record; the staging file goes.
+            Some(remote) => remote
+                .store(info, file.file(), seam.clone(), &name, group, extras)
+                .map_err(|e| InstallError::Server(format!("could not store the package: {e}")))?,
+            None => {
+                // Readable by everyone, writable only by us, whatever the umask or the uploader.
+                file.file()
+                    .set_permissions(fs::Permissions::from_mode(0o644))
+                    .map_err(store_error)?;
+                let metadata = file.file().metadata().map_err(store_error)?;
+                file.persist(&destination).map_err(store_error)?;
+                let mut entry = new_entry(info, destination, &metadata);
+                entry.group = group;
+                entry.extras = extras;
+                entry
+            }
+        };
         if !keep_icon {
             entry.stream_icon();
         }
@@ -354,12 +376,15 @@ impl Store {
         let previous = self.index().insert(entry.clone());
         // A package kept under Qt's name before `--keep-versions` leaves that name now.
         if let Some(previous) = previous.as_ref().filter(|p| p.path != entry.path) {
-            let _ = fs::remove_file(&previous.path);
+            match &self.remote {
+                Some(remote) => drop(remote.remove(previous)),
+                None => drop(fs::remove_file(&previous.path)),
+            }
             self.forget_extras(previous);
         }
         drop(changing);
         if let Some(previous) = previous {
-            self.discard_signing(&previous);
+            self.discard_remote(&previous);
         }
         Ok(Installed {
             id,
@@ -417,7 +442,13 @@ impl Store {
         let matches = select(&self.index());
         let mut removed = Vec::new();
         for entry in matches {
-            match fs::remove_file(&entry.path) {
+            let deleted = match &self.remote {
+                Some(remote) => remote
+                    .remove(&entry)
+                    .map_err(|e| io::Error::other(e.to_string())),
+                None => fs::remove_file(&entry.path),
+            };
+            match deleted {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
@@ -445,6 +476,10 @@ impl Store {
     /// When `entry`'s file is no longer in `.packages/` (deleted under the running server),
     /// drop it from the index and say so. True if it was gone.
     pub fn forget_if_gone(&self, entry: &Arc<Entry>) -> bool {
+        if entry.remote.is_some() {
+            // Objects are never deleted under a record: a failed read is the store's fault.
+            return false;
+        }
         let changing = self.mutation();
         let current = self.index().get_same(entry);
         if !current.is_some_and(|c| Arc::ptr_eq(&c, entry)) {

@@ -29,7 +29,7 @@ use flate2::write::GzEncoder;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,8 +48,15 @@ const SEAM_CACHE_BYTES: usize = 16 << 20;
 const QUEUE_LENGTH: usize = 16;
 
 /// A signed download: `body_length` bytes of `body`, then the pieces of `tail`.
+/// What a signed download starts with: the package file (or its object in the S3 store) up to
+/// the cut, or the recompressed copy in `.cache/`.
+pub enum SignedBody {
+    File(File),
+    Object(crate::s3::RemoteObject),
+}
+
 pub struct SignedDownload {
-    pub body: File,
+    pub body: SignedBody,
     pub body_length: u64,
     pub tail: Vec<Arc<Vec<u8>>>,
 }
@@ -200,9 +207,14 @@ impl StoreSigner {
         match &entry.info.splice {
             Splice::Cut(cut) => {
                 let seam = self.seam(entry, cut)?;
-                let body = entry
-                    .open()
-                    .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
+                let body = match &entry.remote {
+                    Some(remote) => SignedBody::Object(remote.clone()),
+                    None => SignedBody::File(
+                        entry
+                            .open()
+                            .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?,
+                    ),
+                };
                 Ok(SignedDownload {
                     body,
                     body_length: cut.keep,
@@ -216,7 +228,7 @@ impl StoreSigner {
                     .map_err(|e| format!("could not read the signing cache: {e}"))?
                     .len();
                 Ok(SignedDownload {
-                    body,
+                    body: SignedBody::File(body),
                     body_length,
                     tail: vec![footer],
                 })
@@ -280,7 +292,7 @@ impl StoreSigner {
             Some(seam) => Arc::new(seam),
             None => {
                 let file = entry
-                    .open()
+                    .reader()
                     .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
                 let seam = rebuild_seam(file, cut)
                     .map_err(|e| format!("could not read {}: {e}", entry.file_name()))?;
@@ -403,7 +415,7 @@ impl StoreSigner {
             return Ok(file);
         }
         let source = entry
-            .open()
+            .reader()
             .map_err(|e| format!("could not open {}: {e}", entry.file_name()))?;
         let (temp, file) = cache
             .create_temp()
@@ -460,7 +472,7 @@ fn open_body(cache: &Dir, sha1: &[u8; 20]) -> Option<File> {
 }
 
 /// The package in `source` as one gzip member without its end and its store signatures.
-fn write_body(source: File, out: &File, limits: &Limits) -> Result<(), String> {
+fn write_body(source: impl Read, out: &File, limits: &Limits) -> Result<(), String> {
     let write_error = |e| format!("could not write the signing cache: {e}");
     let mut gzip = GzEncoder::new(
         BufWriter::with_capacity(256 * 1024, out),
