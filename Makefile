@@ -3,7 +3,7 @@ CARGO ?= cargo
 DATA ?= data
 SAMPLE := io.example.hello
 
-.PHONY: build release run certificates test test-browser test-long test-dist dist install fmt fmt-check lint bench bench-dist fuzz mutants clean
+.PHONY: build release run certificates test test-browser test-long test-dist test-s3 garage dist install fmt fmt-check lint bench bench-dist bench-s3 fuzz mutants clean
 
 # The host's target triple: make dist builds for it explicitly, so that RUSTFLAGS apply to the
 # binaries only, not to build scripts.
@@ -47,6 +47,18 @@ test: fmt-check lint
 test-browser:
 	AMPS_REQUIRE_BROWSER=1 $(CARGO) test --test tests browser
 	@ls target/browser/*.png
+
+# Garage (AGPL, an outside test server for the S3 store, never linked or shipped), built once
+# into $(GARAGE_ROOT), outside the clone: about 12 minutes on 2 cores.
+GARAGE_ROOT ?= $(HOME)/.cache/amps-garage
+garage:
+	@test -x $(GARAGE_ROOT)/bin/garage || CARGO_TARGET_DIR=$(GARAGE_ROOT)/target \
+		cargo install garage --version 2.5.0 --locked --root $(GARAGE_ROOT)
+
+# The S3 store against a 3-node Garage cluster (tests/s3.rs; make test runs them too when
+# Garage is built, and names them skipped otherwise); here a missing Garage is built.
+test-s3: garage
+	AMPS_REQUIRE_GARAGE=1 AMPS_GARAGE=$(GARAGE_ROOT)/bin/garage $(CARGO) test --test tests s3::
 
 # Everything in `test`, plus the long reliability tests (300 slow clients and their closing
 # within 60 s, 15 s of concurrent use, SIGKILL at 20 points of an upload).
@@ -103,6 +115,13 @@ lint:
 # The performance figures (needs nginx, wrk, curl: installed with apt-get when missing).
 bench:
 	bench/run.sh
+
+# The S3 store's figures against Garage (release binaries): download speed against a data
+# directory, memory under 8 parallel downloads, the delay until another replica sees an
+# upload, start-up with 1000 packages from records against a scan.
+bench-s3: garage release
+	AMPS_REQUIRE_GARAGE=1 AMPS_GARAGE=$(GARAGE_ROOT)/bin/garage AMPS_BIN_DIR=$(CURDIR)/target/release \
+		$(CARGO) test --test tests s3_figures -- --ignored --nocapture 2>&1 | grep FIGURE
 
 # The static build against the dynamic one: sizes, ldd, start-up, idle RSS, then make bench's
 # figures for each, one after the other.

@@ -132,7 +132,10 @@ fn serve(config: Config) -> Result<(), String> {
     store.keep_versions = config.keep_versions;
     if let Some(location) = &config.s3 {
         let objects = crate::s3::ObjectStore::new(location)?;
-        store.remote = Some(Arc::new(crate::store::remote::Remote::new(objects)));
+        store.remote = Some(Arc::new(crate::store::remote::Remote::new(
+            objects,
+            location.redirect_downloads,
+        )));
     }
     let store = Arc::new(store);
     store.prepare()?;

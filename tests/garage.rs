@@ -180,6 +180,7 @@ impl Garage {
             access_key_id: KEY_ID.into(),
             secret_access_key: SECRET.into(),
             session_token: None,
+            redirect_downloads: false,
         };
         amps::s3::ObjectStore::new(&location).unwrap()
     }

@@ -301,3 +301,147 @@ fn two_replicas_replacing_one_package_agree_on_one_winner() {
         va.is_some() && va == vb
     });
 }
+
+/// Credentials appear nowhere (console, request log, `--cc`, `/metrics`), and with
+/// `--s3-redirect-downloads` an unsigned download is a redirect to a presigned URL that
+/// serves the package.
+#[test]
+fn credentials_stay_private_and_downloads_can_redirect() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a");
+    let a = replica(
+        &garage,
+        &data,
+        "private",
+        0,
+        &[&"--cc", &"--log-requests", &"--s3-redirect-downloads"],
+    );
+    let file = package(dir.path(), "io.example.private", 50_000);
+    assert_eq!(a.upload(&file)["status"], "ok");
+    let redirect = a.get("/package/download?id=io.example.private");
+    assert_eq!(redirect.status, 302);
+    let location = redirect.header("Location").unwrap().to_string();
+    let rest = location.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut raw).unwrap();
+    let answer = parse_response(&raw);
+    assert_eq!(answer.status, 200);
+    assert!(answer.body == std::fs::read(&file).unwrap());
+    let metrics = a.get("/metrics").text();
+    let config = std::fs::read_to_string(data.join("amps-config.yaml")).unwrap();
+    assert!(
+        config.contains("store: 's3://amps/private'")
+            || config.contains("store: s3://amps/private"),
+        "{config}"
+    );
+    let console = a.lines.all().join("\n");
+    for secret in [KEY_ID, crate::garage::SECRET] {
+        assert!(!console.contains(secret), "a credential on the console");
+        assert!(!config.contains(secret), "a credential in --cc's file");
+        assert!(!metrics.contains(secret), "a credential in /metrics");
+    }
+}
+
+/// `make bench-s3`: the figures of the S3 store (release binaries through `AMPS_BIN_DIR`).
+#[test]
+#[ignore]
+fn s3_figures() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let seconds = |start: std::time::Instant| start.elapsed().as_secs_f64();
+    // Download throughput: the same 64 MiB package from Garage and from a data directory.
+    let big = package(dir.path(), "io.example.big", 48 << 20);
+    let size = std::fs::metadata(&big).unwrap().len() as f64;
+    let remote = replica(&garage, &dir.path().join("r"), "figures", 0, &[]);
+    let local = Server::start(&dir.path().join("l"), &[]);
+    for server in [&remote, &local] {
+        assert_eq!(server.upload(&big)["status"], "ok");
+    }
+    let speed = |server: &Server| {
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            assert_eq!(
+                server.get("/package/download?id=io.example.big").body.len() as f64,
+                size
+            );
+        }
+        5.0 * size / seconds(start) / 1e6
+    };
+    let (remote_speed, local_speed) = (speed(&remote), speed(&local));
+    println!(
+        "FIGURE download of {:.0} MB: {remote_speed:.0} MB/s from Garage, {local_speed:.0} MB/s from a data directory",
+        size / 1e6
+    );
+    // Memory under 8 parallel downloads.
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| remote.get("/package/download?id=io.example.big"));
+        }
+    });
+    println!(
+        "FIGURE peak RSS of a replica after 8 parallel downloads: {:.1} MiB",
+        remote.peak_rss_kib() as f64 / 1024.0
+    );
+    // The delay until another replica sees a change.
+    let other = replica(&garage, &dir.path().join("o"), "figures", 1, &[]);
+    let small = package(dir.path(), "io.example.seen", 1000);
+    let start = std::time::Instant::now();
+    assert_eq!(remote.upload(&small)["status"], "ok");
+    wait_until("the other replica seeing it", || {
+        ids(&other).contains(&"io.example.seen".to_string())
+    });
+    println!(
+        "FIGURE upload through one replica until listed by another: {:.2} s",
+        seconds(start)
+    );
+    // Index build for 1000 packages from records, against a local start-up scan.
+    let many = dir.path().join("many");
+    let sources: Vec<PathBuf> = (0..1000)
+        .map(|n| package(dir.path(), &format!("io.example.m{n:04}"), 2000))
+        .collect();
+    std::thread::scope(|scope| {
+        for chunk in sources.chunks(125) {
+            let remote = &remote;
+            scope.spawn(move || {
+                for file in chunk {
+                    assert_eq!(remote.upload(file)["status"], "ok");
+                }
+            });
+        }
+    });
+    let local_data = dir.path().join("local-many");
+    std::fs::create_dir_all(local_data.join(".packages")).unwrap();
+    for file in &sources {
+        let info = read(file).unwrap();
+        std::fs::copy(
+            file,
+            local_data
+                .join(".packages")
+                .join(format!("{}_all.ampkg", info.id)),
+        )
+        .unwrap();
+    }
+    let start = std::time::Instant::now();
+    let later = replica(&garage, &many, "figures", 2, &[]);
+    let from_records = seconds(start);
+    assert_eq!(ids(&later).len(), 1002);
+    let start = std::time::Instant::now();
+    let scanned = Server::start(&local_data, &[]);
+    let from_scan = seconds(start);
+    assert_eq!(ids(&scanned).len(), 1000);
+    println!(
+        "FIGURE start-up until listening, about 1000 packages: {from_records:.2} s from records in Garage, {from_scan:.2} s scanning a data directory"
+    );
+}

@@ -55,6 +55,8 @@ Options:
   --s3-region <region>          Its region (else AWS_REGION or AWS_DEFAULT_REGION, else
                                 us-east-1).
   --s3-path-style               Path-style addressing (the default with --s3-endpoint).
+  --s3-redirect-downloads       Answer unsigned downloads with a redirect to a presigned URL
+                                of the object store (clients must reach its endpoint).
   --s3-access-key-id <id>       The access key (else AWS_ACCESS_KEY_ID) ...
   --s3-secret-access-key-file <file>
                                 ... and its secret, from a file (else AWS_SECRET_ACCESS_KEY).
@@ -96,6 +98,7 @@ pub struct StoreArgs {
     pub path_style: Option<bool>,
     pub access_key_id: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
+    pub redirect_downloads: Option<bool>,
 }
 
 /// Our HTTP extensions (TLS, the upload token, the request log, metrics), as given on the command
@@ -219,6 +222,7 @@ pub fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Command, S
             Long("s3-endpoint") => out.store.endpoint = Some(text(parser.value().map_err(e)?)?),
             Long("s3-region") => out.store.region = Some(text(parser.value().map_err(e)?)?),
             Long("s3-path-style") => out.store.path_style = Some(true),
+            Long("s3-redirect-downloads") => out.store.redirect_downloads = Some(true),
             Long("s3-access-key-id") => {
                 out.store.access_key_id = Some(text(parser.value().map_err(e)?)?)
             }

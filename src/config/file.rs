@@ -137,6 +137,7 @@ pub fn parse_config_file(text: &str) -> Result<FileSettings, String> {
             "s3Endpoint" => settings.store.endpoint = Some(non_empty()?),
             "s3Region" => settings.store.region = Some(non_empty()?),
             "s3PathStyle" => settings.store.path_style = Some(boolean()?),
+            "s3RedirectDownloads" => settings.store.redirect_downloads = Some(boolean()?),
             "s3AccessKeyId" => settings.store.access_key_id = Some(non_empty()?),
             "s3SecretAccessKeyFile" => {
                 settings.store.secret_access_key_file = Some(non_empty()?.into())
@@ -273,6 +274,11 @@ pub(super) fn write_config_file(
     set("s3Endpoint", store.endpoint.as_deref().map(string), None);
     set("s3Region", store.region.as_deref().map(string), None);
     set("s3PathStyle", store.path_style.map(boolean), None);
+    set(
+        "s3RedirectDownloads",
+        store.redirect_downloads.map(boolean),
+        None,
+    );
     set(
         "s3SecretAccessKeyFile",
         store

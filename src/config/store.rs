@@ -86,5 +86,9 @@ pub fn s3_location(
         access_key_id,
         secret_access_key,
         session_token: env("AWS_SESSION_TOKEN"),
+        redirect_downloads: args
+            .redirect_downloads
+            .or(file.redirect_downloads)
+            .unwrap_or(false),
     }))
 }

@@ -78,6 +78,15 @@ pub fn download(
     if let Some(not_modified) = validators.not_modified(request.method, &request.headers) {
         return Ok(not_modified);
     }
+    if let (None, Some(remote), Some(store)) =
+        (&state.store.signer, &entry.remote, &state.store.remote)
+        && store.redirect_downloads
+    {
+        let url = remote
+            .objects
+            .presigned_get(&remote.name, crate::store::remote::REDIRECT_VALID);
+        return Ok(Response::status(302, "Found").with_header("Location", url));
+    }
     let body = match (&state.store.signer, &entry.remote) {
         (None, Some(remote)) => Body::Object(Box::new(ObjectPart {
             object: remote.clone(),

@@ -20,6 +20,8 @@ pub struct S3Location {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub session_token: Option<String>,
+    /// Unsigned downloads answered with a redirect to a presigned URL.
+    pub redirect_downloads: bool,
 }
 
 /// The parts of `s3://<bucket>/<prefix>`.

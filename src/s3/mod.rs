@@ -21,6 +21,8 @@ use rusty_s3::{Bucket, Credentials, UrlStyle};
 use std::io::{self, Read, Seek};
 use std::time::Duration;
 
+/// Records read at once at start (each a small GET: latency, not bandwidth, bounds it).
+pub const READERS: usize = 32;
 /// Tries of one request before giving up.
 const ATTEMPTS: u32 = 4;
 /// How long a presigned request stays valid (it is sent at once).
@@ -114,6 +116,8 @@ impl ObjectStore {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
+            .max_idle_connections(64)
+            .max_idle_connections_per_host(READERS)
             .timeout_connect(Some(Duration::from_secs(3)))
             .timeout_recv_response(Some(Duration::from_secs(10)))
             .timeout_per_read(Some(Duration::from_secs(10)))
@@ -163,8 +167,18 @@ impl ObjectStore {
         }
     }
 
+    /// A network error in words that never carry a signed URL (its query names the access
+    /// key): credentials stay off the console.
     fn network(what: &str, error: ureq::Error) -> S3Error {
-        S3Error::Unavailable(format!("{what}: {error}"))
+        let said = match &error {
+            ureq::Error::Io(e) => e.to_string(),
+            ureq::Error::Timeout(t) => format!("timed out ({t})"),
+            ureq::Error::HostNotFound => "host not found".to_string(),
+            ureq::Error::ConnectionFailed => "connection failed".to_string(),
+            ureq::Error::BodyStalled => "the answer stalled".to_string(),
+            other => redact(&other.to_string()),
+        };
+        S3Error::Unavailable(format!("{what}: {said}"))
     }
 
     /// Store `bytes` as `name`.
@@ -338,6 +352,14 @@ impl ObjectStore {
         }
     }
 
+    /// A presigned URL to GET `name` for `valid` (for clients sent there directly).
+    pub fn presigned_get(&self, name: &str, valid: Duration) -> String {
+        let key = self.key(name);
+        GetObject::new(&self.bucket, Some(&self.credentials), &key)
+            .sign(valid)
+            .to_string()
+    }
+
     /// The objects whose names start with `prefix`.
     pub fn list(&self, prefix: &str) -> Result<Vec<Listed>, S3Error> {
         let full = self.key(prefix);
@@ -400,6 +422,24 @@ impl ObjectStore {
             }
         })
     }
+}
+
+/// `text` with every URL query (a presigned request's credential and signature) cut out.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_query = false;
+    for c in text.chars() {
+        if c == '?' {
+            in_query = true;
+            out.push_str("?<signed>");
+        } else if in_query && c.is_whitespace() {
+            in_query = false;
+        }
+        if !in_query {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Read at most `max` bytes of an answer's body.

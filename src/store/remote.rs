@@ -28,6 +28,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How long a redirect to a presigned URL stays valid.
+pub const REDIRECT_VALID: Duration = Duration::from_secs(600);
 /// How often the listing is polled.
 pub const POLL: Duration = Duration::from_secs(1);
 /// How long a removed package's object stays, for downloads still reading it.
@@ -48,6 +50,8 @@ pub struct Remote {
     doomed: Mutex<Vec<(Instant, String)>>,
     /// Whether the last poll failed (said once per failure streak).
     failing: Mutex<bool>,
+    /// Unsigned downloads are redirects to presigned URLs.
+    pub redirect_downloads: bool,
 }
 
 /// A record read: its name, its ETag, the entry and the seam it carried.
@@ -91,8 +95,9 @@ struct RecordCut {
 }
 
 impl Remote {
-    pub fn new(objects: ObjectStore) -> Remote {
+    pub fn new(objects: ObjectStore, redirect_downloads: bool) -> Remote {
         Remote {
+            redirect_downloads,
             objects: Arc::new(objects),
             known: Mutex::default(),
             doomed: Mutex::default(),
@@ -188,7 +193,7 @@ impl Remote {
         let results: Vec<Slot> = listed.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            for _ in 0..8.min(listed.len()) {
+            for _ in 0..crate::s3::READERS.min(listed.len()) {
                 scope.spawn(|| {
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
