@@ -190,13 +190,14 @@ impl FileKind {
 }
 
 impl FileStat {
-    fn from_raw(st: &libc::stat) -> FileStat {
-        let kind = match st.st_mode & libc::S_IFMT {
-            libc::S_IFREG => FileKind::Regular,
-            libc::S_IFDIR => FileKind::Directory,
-            libc::S_IFLNK => FileKind::Symlink,
-            libc::S_IFIFO => FileKind::Fifo,
-            libc::S_IFSOCK => FileKind::Socket,
+    fn from_raw(st: &rustix::fs::Stat) -> FileStat {
+        use rustix::fs::FileType;
+        let kind = match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => FileKind::Regular,
+            FileType::Directory => FileKind::Directory,
+            FileType::Symlink => FileKind::Symlink,
+            FileType::Fifo => FileKind::Fifo,
+            FileType::Socket => FileKind::Socket,
             _ => FileKind::Device,
         };
         FileStat {
@@ -217,7 +218,8 @@ impl FileStat {
     }
 }
 
-fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
+/// `name` if it is a plain file name (no `/`, not empty).
+fn plain(name: &std::ffi::OsStr) -> io::Result<&std::ffi::OsStr> {
     use std::os::unix::ffi::OsStrExt;
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.contains(&b'/') {
@@ -226,93 +228,64 @@ fn c_name(name: &std::ffi::OsStr) -> io::Result<std::ffi::CString> {
             "not a plain file name",
         ));
     }
-    std::ffi::CString::new(bytes)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a file name"))
-}
-
-fn check(result: libc::c_int) -> io::Result<libc::c_int> {
-    if result < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(result)
-    }
+    Ok(name)
 }
 
 /// `fstat` of an open file.
 pub fn stat_file(file: &File) -> io::Result<FileStat> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and a stat structure we own.
-    check(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
-    Ok(FileStat::from_raw(&st))
+    Ok(FileStat::from_raw(&rustix::fs::fstat(file)?))
 }
 
 impl Dir {
     /// Open the directory at `path`; its last component must not be a symbolic link.
     pub fn open(path: &Path) -> io::Result<Dir> {
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL in a path"))?;
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a NUL-terminated path; we own the descriptor returned.
-        let fd = check(unsafe { libc::open(c_path.as_ptr(), flags) })?;
-        Ok(Dir::from_raw(fd))
-    }
-
-    fn from_raw(fd: libc::c_int) -> Dir {
-        use std::os::fd::FromRawFd;
-        // SAFETY: `fd` is a fresh descriptor that nobody else owns.
-        Dir {
-            fd: unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) },
-        }
-    }
-
-    fn raw(&self) -> libc::c_int {
-        use std::os::fd::AsRawFd;
-        self.fd.as_raw_fd()
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(Dir {
+            fd: rustix::fs::open(path, flags, Mode::empty())?,
+        })
     }
 
     /// The subdirectory `name`, created (mode 0755) when missing; never through a link.
     pub fn open_dir(&self, name: &str, create: bool) -> io::Result<Dir> {
-        let c = c_name(name.as_ref())?;
+        use rustix::fs::{Mode, OFlags};
+        let name = plain(name.as_ref())?;
         if create {
-            // SAFETY: a valid directory descriptor and a NUL-terminated name.
-            let made = unsafe { libc::mkdirat(self.raw(), c.as_ptr(), 0o755) };
-            if made < 0 && io::Error::last_os_error().kind() != io::ErrorKind::AlreadyExists {
-                return Err(io::Error::last_os_error());
+            match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
             }
         }
-        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: as above; we own the descriptor returned.
-        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
-        Ok(Dir::from_raw(fd))
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(Dir {
+            fd: rustix::fs::openat(&self.fd, name, flags, Mode::empty())?,
+        })
     }
 
     /// What `name` is, without following a link; `None` when it does not exist.
     pub fn stat(&self, name: &std::ffi::OsStr) -> io::Result<Option<FileStat>> {
-        let c = c_name(name)?;
-        // SAFETY: an all-zero stat is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor, NUL-terminated name, a stat structure we own.
-        let result =
-            unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        match check(result) {
-            Ok(_) => Ok(Some(FileStat::from_raw(&st))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        match rustix::fs::statat(
+            &self.fd,
+            plain(name)?,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) => Ok(Some(FileStat::from_raw(&st))),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Open `name` for reading without following a link and without blocking on a FIFO; the
     /// caller checks with `stat_file` what it opened.
     pub fn open_file(&self, name: &std::ffi::OsStr) -> io::Result<File> {
-        use std::os::fd::FromRawFd;
-        let c = c_name(name)?;
-        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: valid descriptor and NUL-terminated name; we own the descriptor returned.
-        let fd = check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags) })?;
-        // SAFETY: a fresh descriptor nobody else owns.
-        Ok(unsafe { File::from_raw_fd(fd) })
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(
+            &self.fd,
+            plain(name)?,
+            flags,
+            Mode::empty(),
+        )?))
     }
 
     /// Move `name` to `to`/`new_name`, failing if `new_name` exists (never replacing).
@@ -322,36 +295,28 @@ impl Dir {
         to: &Dir,
         new_name: &std::ffi::OsStr,
     ) -> io::Result<()> {
-        let (from_c, to_c) = (c_name(name)?, c_name(new_name)?);
-        // SAFETY: valid descriptors and NUL-terminated names.
-        check(unsafe {
-            libc::renameat2(
-                self.raw(),
-                from_c.as_ptr(),
-                to.raw(),
-                to_c.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        })
-        .map(|_| ())
+        Ok(rustix::fs::renameat_with(
+            &self.fd,
+            plain(name)?,
+            &to.fd,
+            plain(new_name)?,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?)
     }
 
     /// A new file of ours (a `TEMP_MARKER` name) to write, created here and never through a
     /// link; the caller renames it into place or removes it.
     pub fn create_temp(&self) -> io::Result<(std::ffi::OsString, File)> {
-        use std::os::fd::FromRawFd;
+        use rustix::fs::{Mode, OFlags};
         loop {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
             let name = std::ffi::OsString::from(format!("{TEMP_MARKER}{}-{n}", std::process::id()));
-            let c = c_name(&name)?;
             let flags =
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            // SAFETY: valid descriptor and NUL-terminated name; we own the descriptor returned.
-            match check(unsafe { libc::openat(self.raw(), c.as_ptr(), flags, 0o644) }) {
-                // SAFETY: a fresh descriptor nobody else owns.
-                Ok(fd) => return Ok((name, unsafe { File::from_raw_fd(fd) })),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
+                OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&self.fd, plain(&name)?, flags, Mode::from_raw_mode(0o644)) {
+                Ok(fd) => return Ok((name, File::from(fd))),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -362,10 +327,12 @@ impl Dir {
         name: &std::ffi::OsStr,
         new_name: &std::ffi::OsStr,
     ) -> io::Result<()> {
-        let (from_c, to_c) = (c_name(name)?, c_name(new_name)?);
-        // SAFETY: a valid descriptor and NUL-terminated names.
-        check(unsafe { libc::renameat(self.raw(), from_c.as_ptr(), self.raw(), to_c.as_ptr()) })
-            .map(|_| ())
+        Ok(rustix::fs::renameat(
+            &self.fd,
+            plain(name)?,
+            &self.fd,
+            plain(new_name)?,
+        )?)
     }
 
     /// Replace `name` with `bytes`, all or nothing (a temporary file renamed over it; not
@@ -389,40 +356,26 @@ impl Dir {
 
     /// Remove the file (or link) `name`.
     pub fn remove(&self, name: &std::ffi::OsStr) -> io::Result<()> {
-        let c = c_name(name)?;
-        // SAFETY: valid descriptor and NUL-terminated name.
-        check(unsafe { libc::unlinkat(self.raw(), c.as_ptr(), 0) }).map(|_| ())
+        Ok(rustix::fs::unlinkat(
+            &self.fd,
+            plain(name)?,
+            rustix::fs::AtFlags::empty(),
+        )?)
     }
 
     /// The names in the directory (without `.` and `..`), sorted. Read through our own
     /// descriptor (no `/proc` needed: it may be missing in a minimal container).
     pub fn names(&self) -> io::Result<Vec<std::ffi::OsString>> {
         use std::os::unix::ffi::OsStrExt;
-        // SAFETY: duplicating a valid descriptor; fdopendir takes ownership of the copy, and
-        // closedir releases both. readdir's entries are read before the next call.
-        unsafe {
-            let copy = check(libc::fcntl(self.raw(), libc::F_DUPFD_CLOEXEC, 0))?;
-            let dir = libc::fdopendir(copy);
-            if dir.is_null() {
-                let error = io::Error::last_os_error();
-                libc::close(copy);
-                return Err(error);
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
             }
-            libc::rewinddir(dir);
-            let mut names = Vec::new();
-            loop {
-                let entry = libc::readdir(dir);
-                if entry.is_null() {
-                    break;
-                }
-                let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
-                if name != b"." && name != b".." {
-                    names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
-                }
-            }
-            libc::closedir(dir);
-            names.sort();
-            Ok(names)
         }
+        names.sort();
+        Ok(names)
     }
 }

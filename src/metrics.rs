@@ -227,15 +227,22 @@ impl Metrics {
         let _ = self.open_connections.set(open);
     }
 
-    /// One answered request: its route, status, body bytes sent and time taken.
-    pub fn request(&self, route: Route, status: u16, body_bytes: u64, elapsed: Duration) {
+    /// One request answered (counted before its answer is written, so a client that has its
+    /// answer finds it counted): its route, status and the body bytes it sends.
+    pub fn answered(&self, route: Route, status: u16, body_bytes: u64) {
         let Some(series) = self.routes.get(route as usize) else {
             return;
         };
         let class = usize::from(status.clamp(200, 599) / 100 - 2);
         series.requests[class].inc();
         series.bytes.inc_by(body_bytes);
-        series.duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The time one request took, to its answer's last byte (observed once it is sent).
+    pub fn took(&self, route: Route, elapsed: Duration) {
+        if let Some(series) = self.routes.get(route as usize) {
+            series.duration.observe(elapsed.as_secs_f64());
+        }
     }
 
     /// One refusal by the HTTP layer.

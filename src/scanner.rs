@@ -30,7 +30,7 @@ use polling::{Event as PollEvent, Events, Poller};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -590,27 +590,35 @@ enum Lease {
 }
 
 fn lease(file: &File) -> Lease {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor we own; F_SETLEASE takes an int argument.
-    let taken = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
-    if taken == 0 {
-        // SAFETY: as above; release the lease at once.
-        unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
-        return Lease::Free;
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) => Lease::Busy,
-        _ => Lease::Unavailable,
+    match set_lease(file, libc::F_RDLCK) {
+        Ok(()) => {
+            let _ = set_lease(file, libc::F_UNLCK);
+            Lease::Free
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Lease::Busy,
+        Err(_) => Lease::Unavailable,
     }
 }
 
-/// Ignore SIGIO: a writer opening a file while we hold a lease for an instant would otherwise
-/// send us the lease-break signal, whose default action ends the process.
-pub fn ignore_lease_signals() {
-    // SAFETY: setting a signal to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGIO, libc::SIG_IGN);
+/// Take (`F_RDLCK`) or release (`F_UNLCK`) a lease on `file`. Neither rustix nor std offers
+/// `F_SETLEASE`.
+fn set_lease(file: &File, kind: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor that `file` keeps open for the call; F_SETLEASE takes one
+    // int argument and touches no memory of ours.
+    let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, kind) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
+}
+
+/// Handle SIGIO: a writer opening a file while we hold a lease for an instant would otherwise
+/// send us the lease-break signal, whose default action ends the process. The handler only
+/// sets a flag nobody reads.
+pub fn ignore_lease_signals() {
+    let seen = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGIO, seen);
 }
 
 /// An inotify descriptor registered with the poller.
@@ -620,13 +628,8 @@ struct Watcher {
 
 impl Watcher {
     fn new(poller: &Poller, dirs: &[&Path]) -> Option<Watcher> {
-        // SAFETY: inotify_init1 has no preconditions; we own the returned descriptor.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return None;
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        use rustix::fs::inotify::{CreateFlags, init};
+        let fd = init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
         let mut watcher = Watcher { fd };
         watcher.watch_again(dirs);
         // SAFETY: the descriptor stays open until after it is removed from the poller (drop).
@@ -636,37 +639,22 @@ impl Watcher {
 
     /// (Re-)add the watches; for an unchanged folder this is a no-op.
     fn watch_again(&mut self, dirs: &[&Path]) {
-        let mask = libc::IN_CLOSE_WRITE
-            | libc::IN_MOVED_TO
-            | libc::IN_CREATE
-            | libc::IN_MODIFY
-            | libc::IN_ATTRIB
-            | libc::IN_DONT_FOLLOW;
+        use rustix::fs::inotify::{WatchFlags, add_watch};
+        let mask = WatchFlags::CLOSE_WRITE
+            | WatchFlags::MOVED_TO
+            | WatchFlags::CREATE
+            | WatchFlags::MODIFY
+            | WatchFlags::ATTRIB
+            | WatchFlags::DONT_FOLLOW;
         for dir in dirs {
-            let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-                continue;
-            };
-            // SAFETY: valid descriptor and NUL-terminated path.
-            unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), path.as_ptr(), mask) };
+            let _ = add_watch(&self.fd, *dir, mask);
         }
     }
 
     /// Read all pending events (we rescan anyway) and re-arm the oneshot registration.
     fn drain(&mut self, poller: &Poller) {
         let mut buffer = [0u8; 4096];
-        loop {
-            // SAFETY: reading into a buffer we own, of the length we pass.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-        }
+        while rustix::io::read(&self.fd, &mut buffer).is_ok_and(|n| n > 0) {}
         let _ = poller.modify(&self.fd, PollEvent::readable(INOTIFY_KEY));
     }
 }

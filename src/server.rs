@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::Ordering;
 
 /// Run the server with the given command-line arguments (without the program name).
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
@@ -262,60 +262,35 @@ fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 /// A listener on `[::]:port` that takes IPv4 connections too (`IPV6_V6ONLY` off, whatever the
 /// system's default).
 fn bind_dual_stack(port: u16) -> std::io::Result<TcpListener> {
-    use std::os::fd::FromRawFd;
-    let check = |r: libc::c_int| {
-        if r < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(r)
-        }
-    };
-    // SAFETY: a new socket we own (wrapped at once so it is closed on every error), options
-    // and a sockaddr_in6 of the sizes we pass.
-    unsafe {
-        let fd = check(libc::socket(
-            libc::AF_INET6,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-        ))?;
-        let listener = TcpListener::from_raw_fd(fd);
-        let set = |level, option, value: libc::c_int| {
-            check(libc::setsockopt(
-                fd,
-                level,
-                option,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ))
-        };
-        set(libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
-        set(libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
-        let mut address: libc::sockaddr_in6 = std::mem::zeroed();
-        address.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-        address.sin6_port = port.to_be();
-        check(libc::bind(
-            fd,
-            (&address as *const libc::sockaddr_in6).cast(),
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-        ))?;
-        check(libc::listen(fd, 1024))?;
-        Ok(listener)
-    }
+    use rustix::net::{AddressFamily, SocketType, sockopt};
+    let socket = rustix::net::socket_with(
+        AddressFamily::INET6,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_ipv6_v6only(&socket, false)?;
+    sockopt::set_socket_reuseaddr(&socket, true)?;
+    let address = std::net::SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    rustix::net::bind(&socket, &address)?;
+    rustix::net::listen(&socket, 1024)?;
+    Ok(TcpListener::from(socket))
 }
 
 /// Every connection and open download takes a file descriptor; the usual soft limit of 1024
 /// is too low for hundreds of clients, so raise it to the hard limit (at most 65536).
 fn raise_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid rlimit structure.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max.min(65536).max(limit.rlim_cur);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = limit.maximum.map_or(65536, |hard| hard.min(65536));
+    if limit.current.is_some_and(|soft| soft < wanted) {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(wanted),
+                maximum: limit.maximum,
+            },
+        );
     }
 }
 
@@ -326,23 +301,18 @@ const RESERVED_DESCRIPTORS: u64 = 64;
 /// (its socket and the file it downloads or uploads into), so that running out of
 /// descriptors refuses connections with 503 instead of failing uploads and downloads.
 fn fit_to_file_limit(limits: ConnectionLimits, console: &Console) -> ConnectionLimits {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let Some(current) = rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    else {
+        return limits; // unlimited
     };
-    // SAFETY: getrlimit with a valid rlimit structure.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return limits;
-    }
-    let fits = usize::try_from(limit.rlim_cur.saturating_sub(RESERVED_DESCRIPTORS) / 2)
+    let fits = usize::try_from(current.saturating_sub(RESERVED_DESCRIPTORS) / 2)
         .unwrap_or(usize::MAX)
         .max(1);
     if limits.max_connections <= fits {
         return limits;
     }
     console.heading(&format!(
-        "Connections: at most {fits}, as the file descriptor limit is {}",
-        limit.rlim_cur
+        "Connections: at most {fits}, as the file descriptor limit is {current}"
     ));
     ConnectionLimits {
         max_connections: fits,
@@ -350,59 +320,22 @@ fn fit_to_file_limit(limits: ConnectionLimits, console: &Console) -> ConnectionL
     }
 }
 
-/// The write end of the self-pipe the signal handler writes to.
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_shutdown_signal(_: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::SeqCst);
-    if fd >= 0 {
-        // SAFETY: write(2) is async-signal-safe; one byte from a static buffer.
-        unsafe { libc::write(fd, b"x".as_ptr().cast(), 1) };
-    }
-}
-
-/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, turned into a byte on a pipe that `wait` blocks on:
-/// each stops the server cleanly.
+/// SIGINT, SIGTERM, SIGHUP and SIGQUIT, which `wait` blocks on: each stops the server
+/// cleanly (signal-hook's self-pipe: only async-signal-safe work in the handler).
 struct ShutdownSignal {
-    read_fd: libc::c_int,
+    signals: signal_hook::iterator::Signals,
 }
 
 impl ShutdownSignal {
     fn install() -> Result<ShutdownSignal, String> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: pipe2 fills the two-element array we pass.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(format!(
-                "could not create a pipe: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        SIGNAL_PIPE.store(fds[1], Ordering::SeqCst);
-        for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-            // SAFETY: installing a handler that only calls async-signal-safe functions.
-            unsafe {
-                let mut action: libc::sigaction = std::mem::zeroed();
-                action.sa_sigaction = on_shutdown_signal as *const () as libc::sighandler_t;
-                action.sa_flags = libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-        Ok(ShutdownSignal { read_fd: fds[0] })
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+        let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+            .map_err(|e| format!("could not handle signals: {e}"))?;
+        Ok(ShutdownSignal { signals })
     }
 
     /// Block until one of the signals arrives.
-    fn wait(&self) {
-        let mut byte = [0u8; 1];
-        loop {
-            // SAFETY: reading one byte into a buffer we own.
-            let n = unsafe { libc::read(self.read_fd, byte.as_mut_ptr().cast(), 1) };
-            if n == 1
-                || (n < 0
-                    && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
-            {
-                return;
-            }
-        }
+    fn wait(mut self) {
+        let _ = self.signals.forever().next();
     }
 }

@@ -316,10 +316,13 @@ fn metrics_count_what_clients_did() {
     assert_eq!(requests(&samples, "/package/download", "2xx"), 3.0);
     let bytes_sent = r#"appman_http_response_body_bytes_total{route="/package/download"}"#;
     assert_eq!(value(&samples, bytes_sent), downloaded as f64);
+    // Durations are observed once an answer is sent: poll until the last is in.
     let count = r#"appman_http_request_duration_seconds_count{route="/package/download"}"#;
-    assert_eq!(value(&samples, count), 3.0);
+    wait_until("the durations of the 3 downloads", || {
+        value(&metrics(server.port).0, count) == 3.0
+    });
     let inf = r#"appman_http_request_duration_seconds_bucket{le="+Inf",route="/package/download"}"#;
-    assert_eq!(value(&samples, inf), 3.0);
+    assert_eq!(value(&metrics(server.port).0, inf), 3.0);
     assert_eq!(value(&samples, "appman_uploads_accepted_total{}"), 1.0);
     assert_eq!(
         value(&samples, r#"appman_uploads_rejected_total{cause="client"}"#),

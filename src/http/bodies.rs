@@ -6,7 +6,6 @@ in blocks under TLS) followed by a computed tail, and readers copied in blocks.
 use super::{Body, ObjectPart, Response};
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
 
 /// Our response as tiny_http's.
 pub fn into_tiny_http(response: Response) -> tiny_http::Response {
@@ -96,19 +95,15 @@ impl tiny_http::StreamBody for FileBody {
             end.min(file_length) - self.first.min(file_length),
         );
         let in_tail = self.first.max(file_length) - file_length..end.max(file_length) - file_length;
-        let cork = |out: &tiny_http::Transport, on: libc::c_int| {
-            set_option(out.tcp(), libc::IPPROTO_TCP, libc::TCP_CORK, &on)
-        };
-        let plain = out.plain_socket().map(|socket| socket.as_raw_fd());
-        cork(out, 1)?;
+        rustix::net::sockopt::set_tcp_cork(out.tcp(), true)?;
         let sent = out
             .write_all(head)
-            .and_then(|()| match plain {
+            .and_then(|()| match out.plain_socket() {
                 Some(socket) => send_file(&self.file, start, length, socket),
                 None => copy_file(&self.file, start, length, out),
             })
             .and_then(|()| self.tail.write_range(in_tail, out));
-        cork(out, 0)?;
+        rustix::net::sockopt::set_tcp_cork(out.tcp(), false)?;
         sent
     }
 }
@@ -227,24 +222,6 @@ impl tiny_http::StreamBody for ReaderBody {
     }
 }
 
-fn set_option<T>(socket: &impl AsRawFd, level: i32, option: i32, value: &T) -> io::Result<()> {
-    // SAFETY: a valid socket descriptor and a value of the size we pass.
-    let result = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            level,
-            option,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
 /// Blocks of a file copied through user space (TLS): four full TLS records, so system calls
 /// are few, yet small enough that thousands of TLS downloads stay within a few hundred MiB
 /// (256 KiB blocks were no faster in `make bench`).
@@ -275,28 +252,21 @@ fn copy_file(file: &File, start: u64, length: u64, out: &mut impl Write) -> io::
 }
 
 /// Send `length` bytes of `file` from `start`, with sendfile(2).
-fn send_file(file: &File, start: u64, length: u64, socket: RawFd) -> io::Result<()> {
-    let mut offset = libc::off_t::try_from(start)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+fn send_file(file: &File, start: u64, length: u64, socket: &std::net::TcpStream) -> io::Result<()> {
+    let mut offset = start;
     let mut left = length;
     while left > 0 {
         let chunk = left.min(1 << 30) as usize;
-        // SAFETY: two open descriptors and an offset variable we own.
-        let sent = unsafe { libc::sendfile(socket, file.as_raw_fd(), &mut offset, chunk) };
-        match sent {
-            n if n > 0 => left -= n as u64,
-            0 => {
+        match rustix::fs::sendfile(socket, file, Some(&mut offset), chunk) {
+            Ok(0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "the file is shorter than announced",
                 ));
             }
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
+            Ok(n) => left -= n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())

@@ -145,12 +145,20 @@ impl tiny_http::Handler for App {
         });
         let (status, note) = (response.status, response.log_note.clone());
         let (console, metrics) = (self.console, self.state.metrics.clone());
+        if let Some(metrics) = &metrics {
+            let no_body = *request.method() == tiny_http::Method::Head
+                || status < 200
+                || status == 204
+                || status == 304;
+            let bytes = if no_body { 0 } else { response.body.length() };
+            metrics.answered(route, status, bytes);
+        }
         let mut out = into_tiny_http(response);
         if log_line.is_some() || metrics.is_some() {
             out.on_sent = Some(Box::new(move |sent: tiny_http::Sent| {
                 let elapsed = started.0.elapsed();
                 if let Some(metrics) = metrics {
-                    metrics.request(route, status, sent.body_bytes, elapsed);
+                    metrics.took(route, elapsed);
                 }
                 if let Some(mut line) = log_line {
                     line.push_str(&format!(" {status} {} bytes", sent.body_bytes));

@@ -49,19 +49,42 @@ pub struct BlockInflater {
 // borrows, and never read afterwards. Nothing is shared with another thread.
 unsafe impl Send for BlockInflater {}
 
-impl BlockInflater {
-    pub fn new() -> io::Result<BlockInflater> {
-        let mut stream = Box::new(z_stream::default());
-        // SAFETY: a default stream (zlib-rs' allocator set, no input) at a stable address, the
-        // library's own version string, and the size of the structure we pass.
-        let result = unsafe {
-            inflateInit2_(
-                &mut *stream,
+/// The calls of zlib's API this module makes.
+enum Call {
+    Init,
+    Reset,
+    Inflate,
+    End,
+}
+
+/// The one place zlib's API is called (it has no safe form: the stream holds raw pointers).
+/// Only this module calls it, in this order: `Init` once by `BlockInflater::new`, then `Reset`
+/// and `Inflate`, `End` once by `drop`.
+fn zlib(stream: &mut z_stream, call: Call) -> i32 {
+    // SAFETY: `stream` lives in a `Box` at a stable address for its whole life. `Init` gets a
+    // default stream (zlib-rs' allocator set, no input), the library's own version string and
+    // the size of the structure; `Reset`, `Inflate` and `End` only follow a successful `Init`
+    // (the order above); for `Inflate`, `next_in`/`avail_in` and `next_out`/`avail_out`
+    // describe two slices the caller borrows for this call, or are null and 0.
+    unsafe {
+        match call {
+            Call::Init => inflateInit2_(
+                stream,
                 GZIP_WINDOW_BITS,
                 zlibVersion(),
                 std::mem::size_of::<z_stream>() as i32,
-            )
-        };
+            ),
+            Call::Reset => inflateReset(stream),
+            Call::Inflate => inflate(stream, Z_BLOCK),
+            Call::End => inflateEnd(stream),
+        }
+    }
+}
+
+impl BlockInflater {
+    pub fn new() -> io::Result<BlockInflater> {
+        let mut stream = Box::new(z_stream::default());
+        let result = zlib(&mut stream, Call::Init);
         if result != Z_OK {
             return Err(io::Error::other(format!(
                 "could not start decompressing (zlib error {result})"
@@ -72,8 +95,7 @@ impl BlockInflater {
 
     /// Start a new member.
     pub fn reset(&mut self) -> io::Result<()> {
-        // SAFETY: the stream was initialised by `new` and is not in use.
-        let result = unsafe { inflateReset(&mut *self.stream) };
+        let result = zlib(&mut self.stream, Call::Reset);
         if result != Z_OK {
             return Err(io::Error::other(format!(
                 "could not restart decompressing (zlib error {result})"
@@ -91,9 +113,7 @@ impl BlockInflater {
         stream.avail_in = avail_in;
         stream.next_out = output.as_mut_ptr();
         stream.avail_out = avail_out;
-        // SAFETY: the stream was initialised by `new`; `next_in`/`avail_in` and
-        // `next_out`/`avail_out` describe the two slices borrowed for this call.
-        let result = unsafe { inflate(stream, Z_BLOCK) };
+        let result = zlib(stream, Call::Inflate);
         let consumed = (avail_in - stream.avail_in) as usize;
         let produced = (avail_out - stream.avail_out) as usize;
         stream.next_in = std::ptr::null();
@@ -131,8 +151,7 @@ impl BlockInflater {
 
 impl Drop for BlockInflater {
     fn drop(&mut self) {
-        // SAFETY: the stream was initialised by `new`; it is not used again.
-        unsafe { inflateEnd(&mut *self.stream) };
+        zlib(&mut self.stream, Call::End);
     }
 }
 

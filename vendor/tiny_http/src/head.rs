@@ -1,11 +1,15 @@
 //! Request heads: the request line and the header fields (RFC 9112 sections 2 to 5), and what
 //! they say about the body that follows (section 6.3).
 //!
-//! appman-package-server fork: this replaces tiny_http's `client.rs` parser. Everything is
-//! bounded (line lengths, header count and bytes), and everything that could make two parsers
-//! disagree about where a body ends is refused rather than guessed at: `Transfer-Encoding`
-//! together with `Content-Length`, differing or list-valued `Content-Length`s, transfer codings
-//! other than `chunked`, obsolete line folding, whitespace before a colon and bare CRs.
+//! appman-package-server fork: this replaces tiny_http's `client.rs` parser. The head is read
+//! line by line here, bounded (line lengths, header count and bytes; bare CRs refused), then
+//! tokenized by `httparse`, the fuzzed parser hyper and most Rust HTTP software rely on (methods
+//! and field names as tokens, the single spaces of the request line, the version, the colon).
+//! Our rules sit on top of it: targets of visible ASCII in origin or absolute form, values of
+//! visible ASCII (httparse also takes obs-text), obsolete line folding named as such, and
+//! everything that could make two parsers disagree about where a body ends is refused rather
+//! than guessed at: `Transfer-Encoding` together with `Content-Length`, differing or
+//! list-valued `Content-Length`s, transfer codings other than `chunked`.
 
 use crate::common::{HTTPVersion, Header, Method};
 use std::io::{self, BufRead};
@@ -146,9 +150,10 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<RequestHead, HeadError> {
             ));
         }
     }
-    let (method, target, version) = parse_request_line(&line)?;
-    let mut headers = Vec::new();
-    let mut header_bytes = 0;
+    // The head as httparse reads it: the lines we took, each ending in CRLF.
+    let mut raw = line.clone();
+    raw.extend_from_slice(b"\r\n");
+    let (mut fields, mut header_bytes) = (0, 0);
     loop {
         match read_line(reader, MAX_HEADER_LINE, &mut line) {
             Ok(()) => {}
@@ -158,56 +163,76 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<RequestHead, HeadError> {
         if line.is_empty() {
             break;
         }
+        if line[0] == b' ' || line[0] == b'\t' {
+            return Err(HeadError::Malformed("obsolete line folding in a header"));
+        }
         header_bytes += line.len();
-        if headers.len() >= MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
+        fields += 1;
+        if fields > MAX_HEADERS || header_bytes > MAX_HEADER_BYTES {
             return Err(HeadError::TooLarge(431));
         }
-        headers.push(parse_header(&line)?);
+        raw.extend_from_slice(&line);
+        raw.extend_from_slice(b"\r\n");
     }
-    Ok(RequestHead {
-        method,
-        target,
-        version,
-        headers,
-    })
+    raw.extend_from_slice(b"\r\n");
+    parse(&raw, fields)
 }
 
-/// A `tchar` of RFC 9110 5.6.2, the characters of methods and field names.
-fn is_token_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn is_token(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.iter().all(|&b| is_token_char(b))
-}
-
-/// `method SP request-target SP HTTP-version`, with single spaces.
-fn parse_request_line(line: &[u8]) -> Result<(Method, String, HTTPVersion), HeadError> {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+/// Tokenize a complete head (`raw`, with `fields` header fields) with httparse, then apply our
+/// rules to what it found.
+fn parse(raw: &[u8], fields: usize) -> Result<RequestHead, HeadError> {
+    let mut slots = vec![httparse::EMPTY_HEADER; fields];
+    let mut request = httparse::Request::new(&mut slots);
+    match request.parse(raw) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // We gave it the whole head: incomplete means malformed.
+        Ok(httparse::Status::Partial) => {
+            return Err(HeadError::Malformed("the request head is incomplete"));
+        }
+        Err(error) => return Err(HeadError::Malformed(describe(error))),
+    }
+    let (Some(method), Some(target), Some(minor)) = (request.method, request.path, request.version)
     else {
-        return Err(HeadError::Malformed(
-            "the request line is not 'method target version'",
-        ));
+        return Err(HeadError::Malformed("the request head is incomplete"));
     };
-    if !is_token(method) {
-        return Err(HeadError::Malformed("the method is not a token"));
-    }
-    let version = match version {
-        b"HTTP/1.1" => HTTPVersion(1, 1),
-        b"HTTP/1.0" => HTTPVersion(1, 0),
-        _ => return Err(HeadError::Malformed("the HTTP version is not 1.0 or 1.1")),
-    };
-    if target.is_empty() || !target.iter().all(|&b| (0x21..=0x7e).contains(&b)) {
+    if !target.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
         return Err(HeadError::Malformed(
             "the request target is not visible ASCII",
         ));
     }
-    // Checked to be ASCII just above.
-    let target = String::from_utf8_lossy(target).into_owned();
-    let method = Method::from_token(&String::from_utf8_lossy(method));
-    Ok((method, origin_form(target)?, version))
+    let mut headers = Vec::with_capacity(request.headers.len());
+    for field in request.headers.iter() {
+        if !field
+            .value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
+        {
+            return Err(HeadError::Malformed(
+                "a header value that is not visible ASCII",
+            ));
+        }
+        let value = String::from_utf8_lossy(field.value);
+        headers.push(Header::new(field.name, value.trim_matches([' ', '\t'])));
+    }
+    Ok(RequestHead {
+        method: Method::from_token(method),
+        target: origin_form(target.to_string())?,
+        version: HTTPVersion(1, minor),
+        headers,
+    })
+}
+
+/// What httparse found wrong, in words.
+fn describe(error: httparse::Error) -> &'static str {
+    match error {
+        httparse::Error::HeaderName => "a header name that is not a token",
+        httparse::Error::HeaderValue => "a header value that is not visible ASCII",
+        httparse::Error::NewLine => "a line that does not end in CRLF",
+        httparse::Error::Status => "a malformed status",
+        httparse::Error::Token => "the request line is not 'method target version'",
+        httparse::Error::TooManyHeaders => "too many header fields",
+        httparse::Error::Version => "the HTTP version is not 1.0 or 1.1",
+    }
 }
 
 /// The origin form of a target: as it is, or the path and query of an absolute form.
@@ -227,39 +252,6 @@ fn origin_form(target: String) -> Result<String, HeadError> {
         }
     }
     Err(HeadError::Malformed("the request target is not a path"))
-}
-
-/// `field-name ":" OWS field-value OWS`.
-fn parse_header(line: &[u8]) -> Result<Header, HeadError> {
-    if line[0] == b' ' || line[0] == b'\t' {
-        return Err(HeadError::Malformed("obsolete line folding in a header"));
-    }
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
-        return Err(HeadError::Malformed("a header line without a colon"));
-    };
-    let (name, value) = (&line[..colon], &line[colon + 1..]);
-    if !is_token(name) {
-        return Err(HeadError::Malformed("a header name that is not a token"));
-    }
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |at| at + 1);
-    let value = &value[start..end];
-    if !value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
-    {
-        return Err(HeadError::Malformed(
-            "a header value that is not visible ASCII",
-        ));
-    }
-    Ok(Header::new(
-        String::from_utf8_lossy(name),
-        String::from_utf8_lossy(value),
-    ))
 }
 
 /// How the body of a request is delimited.
@@ -517,5 +509,27 @@ mod tests {
                 .expects_continue()
                 .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod httparse_rules {
+    use super::*;
+
+    #[test]
+    fn every_visible_ascii_target_is_still_taken() {
+        let target: String = (0x21u8..=0x7e)
+            .map(char::from)
+            .filter(|c| *c != '#')
+            .collect();
+        let text = format!("GET /{target} HTTP/1.1\r\nX-Obs: caf\u{e9}\r\n\r\n");
+        // A non-ASCII value is still refused (httparse alone would take obs-text).
+        assert!(matches!(
+            read_head(&mut text.as_bytes()),
+            Err(HeadError::Malformed(_))
+        ));
+        let text = format!("GET /{target} HTTP/1.1\r\n\r\n");
+        let head = read_head(&mut text.as_bytes()).unwrap();
+        assert_eq!(head.target, format!("/{target}"));
     }
 }
