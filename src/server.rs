@@ -5,8 +5,8 @@ code. Usage errors exit 1, start-up errors print `ERROR: <message>` and exit 2.
 
 use crate::config::{Command, Config, ConfigError, USAGE, parse_args};
 use crate::console::Console;
-use crate::http::routes::State;
 use crate::http::server::{ConnectionLimits, HttpOptions, HttpServer};
+use crate::http::state::State;
 use crate::scanner::{self, Scanner};
 use crate::store::{DirLock, Store};
 use std::ffi::OsString;

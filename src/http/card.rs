@@ -5,7 +5,7 @@ same id and architecture, each with its own download link. Everything from the p
 through `escape`.
 */
 
-use super::page::escape;
+use super::html::escape;
 use crate::package::digest::to_hex;
 use crate::store::index::{Entry, Icon, percent_encode};
 use std::fmt::Write;

@@ -8,12 +8,14 @@ pub mod bodies;
 pub mod card;
 pub mod conditional;
 pub mod ds;
+pub mod html;
 pub mod multipart;
 pub mod origin;
 pub mod page;
 pub mod routes;
 pub mod serve;
 pub mod server;
+pub mod state;
 pub mod tls;
 pub mod upload;
 

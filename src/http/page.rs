@@ -10,7 +10,8 @@ that allows only our own scripts, styles and images, and `nosniff`. The assets a
 into the binary: no CDN, no fonts, works offline and from a device's browser.
 */
 
-use super::routes::State;
+pub use super::html::escape;
+use super::state::State;
 use super::{Body, Request, Response};
 
 use crate::store::answers::AnswerKey;
@@ -41,22 +42,6 @@ pub fn guarded(response: Response) -> Response {
     response
         .with_header("Content-Security-Policy", CSP)
         .with_header("Referrer-Policy", "no-referrer")
-}
-
-/// `text` safe in HTML text and in quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// What the page shows beside the packages.

@@ -4,11 +4,12 @@ path with a method it does not take answers 405 with `Allow`, anything else 404.
 */
 
 use super::conditional::Validators;
-use super::origin::{HostPolicy, cross_origin};
+use super::origin::cross_origin;
 use super::page;
+pub use super::state::State;
 use super::{Body, Method, Request, Response, ds, serve};
 use crate::console::Event;
-use crate::metrics::{Metrics, Route};
+use crate::metrics::Route;
 use crate::package::tags::{self, TagFilter};
 use crate::store::answers::{Answer, AnswerError};
 use crate::store::index::content_etag;
@@ -16,20 +17,6 @@ use crate::store::index::{Entry, ListQuery};
 use crate::store::{Store, UploadOutcome};
 use serde_json::json;
 use std::sync::Arc;
-
-/// What the routes need.
-pub struct State {
-    pub store: Arc<Store>,
-    pub project_id: String,
-    /// The bearer token uploads and removals need, when set.
-    pub upload_token: Option<String>,
-    /// The host names answered to.
-    pub hosts: HostPolicy,
-    /// What `/metrics` shows; `None` with `--no-metrics`.
-    pub metrics: Option<Arc<Metrics>>,
-    /// The Deployment Server's API (its key, download URLs).
-    pub deployment: super::ds::DeploymentServer,
-}
 
 /// A route's handler.
 type Handler = fn(&mut Request<'_>, &State) -> Response;

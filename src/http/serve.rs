@@ -5,7 +5,7 @@ file up to its cut and the computed tail).
 */
 
 use super::conditional::Validators;
-use super::routes::State;
+use super::state::State;
 use super::{Body, ObjectPart, Request, Response, Tail};
 use crate::console::Event;
 use crate::package::digest::to_hex;

@@ -5,7 +5,7 @@ they are: the client's (not a package, too large, cut off) answer Qt's fail JSON
 disk, an I/O error) `503` with `Retry-After`.
 */
 
-use super::routes::State;
+use super::state::State;
 use super::{Request, Response};
 use crate::console::Event;
 use crate::fsutil::TempFile;

@@ -10,11 +10,13 @@ packages and adds signature footers; `signature` does the PKCS#7 work. Every rej
 pub mod abi;
 pub mod arch;
 pub mod digest;
+mod entry_names;
 pub mod gzip;
 pub mod inflate;
 pub mod manifest;
 pub mod qdatastream;
 pub mod reader;
+mod reading;
 pub mod signature;
 pub mod splice;
 pub mod tags;

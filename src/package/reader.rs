@@ -11,19 +11,21 @@ first error ends the read.
 
 use super::arch::ArchDetector;
 use super::digest::{PackageDigest, from_hex, to_hex};
+use super::entry_names::{check_path, entry_name, entry_type_name};
 use super::gzip::GzipMembers;
 use super::manifest::{Footer, Header, Manifest, merge_footer, parse_header, parse_info};
+use super::reading::{
+    CountingReader, drain_padding, read_bounded, read_error, read_metadata,
+    uncompressed_limit_message,
+};
 use super::splice::{CutPoint, CutRecorder, Splice};
-use super::tarstream::{EntryHead, LimitExceeded, TarReader, limit_io_error};
+use super::tarstream::{EntryHead, TarReader};
 use super::{FOOTER_ENTRY, HEADER_ENTRY, Limits, PackageError, PackageInfo};
 use openssl::sha::Sha1;
 use std::io::{self, BufReader, Read};
-use unicode_normalization::UnicodeNormalization;
 
 /// Read size for payload data and the input buffer size.
 const CHUNK: usize = 256 * 1024;
-/// How much zero padding may follow the end of the archive inside the gzip stream.
-const MAX_TAR_PADDING: u64 = 1 << 20;
 
 /// Read and verify a package from `input`, keeping only its metadata.
 pub fn read_package<R: Read>(input: R, limits: &Limits) -> Result<PackageInfo, PackageError> {
@@ -448,154 +450,4 @@ fn decode_signature(text: Option<String>, field: &str) -> Result<Option<Vec<u8>>
         .map_err(|_| {
             PackageError::invalid(format!("the package footer's {field} is not valid base64"))
         })
-}
-
-/// The entry's name as UTF-8 in Unicode NFC.
-fn entry_name(raw: &[u8]) -> Result<String, PackageError> {
-    let name = std::str::from_utf8(raw).map_err(|_| {
-        PackageError::invalid(format!(
-            "entry name '{}' is not valid UTF-8",
-            String::from_utf8_lossy(raw)
-        ))
-    })?;
-    Ok(match unicode_normalization::is_nfc_quick(name.chars()) {
-        unicode_normalization::IsNormalized::Yes => name.to_string(),
-        _ => name.nfc().collect(),
-    })
-}
-
-/// Refuse names that could land outside the extraction root.
-fn check_path(name: &str) -> Result<(), PackageError> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.starts_with('/') {
-        Some("is an absolute path")
-    } else if name.split('/').any(|c| c == "..") {
-        Some("points outside the package ('..')")
-    } else if name.split('/').any(|c| c.is_empty() || c == ".") {
-        Some("is not a normalized path")
-    } else if name.contains('\0') {
-        Some("contains a NUL character")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(PackageError::invalid(format!(
-            "entry name '{name}' {problem}"
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn entry_type_name(kind: u8) -> &'static str {
-    match kind {
-        b'2' => "symbolic link",
-        b'1' => "hard link",
-        b'3' => "character device",
-        b'4' => "block device",
-        b'6' => "fifo",
-        b'S' => "sparse file",
-        _ => "special entry",
-    }
-}
-
-/// Read a metadata entry as UTF-8 text, within the metadata size limit.
-fn read_metadata<R: Read>(
-    entry: &mut R,
-    name: &str,
-    size: u64,
-    limits: &Limits,
-) -> Result<String, PackageError> {
-    let bytes = read_bounded(entry, name, size, limits)?;
-    String::from_utf8(bytes)
-        .map_err(|_| PackageError::invalid(format!("entry '{name}' is not valid UTF-8 text")))
-}
-
-fn read_bounded<R: Read>(
-    entry: &mut R,
-    name: &str,
-    size: u64,
-    limits: &Limits,
-) -> Result<Vec<u8>, PackageError> {
-    if size > limits.max_metadata_size {
-        return Err(PackageError::Limit(format!(
-            "entry '{name}' is {size} bytes, more than the maximum metadata size of {} bytes",
-            limits.max_metadata_size
-        )));
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    entry
-        .take(size)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 != size {
-        return Err(PackageError::invalid(format!(
-            "the package ends in the middle of entry '{name}'"
-        )));
-    }
-    Ok(bytes)
-}
-
-/// After the end-of-archive marker only zero blocks may follow, and not too many.
-fn drain_padding<R: Read>(rest: R) -> Result<(), PackageError> {
-    let mut rest = rest.take(MAX_TAR_PADDING + 1);
-    let mut buffer = [0u8; 8192];
-    let mut total = 0u64;
-    loop {
-        let n = rest.read(&mut buffer).map_err(read_error)?;
-        if n == 0 {
-            return Ok(());
-        }
-        total += n as u64;
-        if total > MAX_TAR_PADDING || buffer[..n].iter().any(|&b| b != 0) {
-            return Err(PackageError::invalid(
-                "unexpected data after the end of the archive",
-            ));
-        }
-    }
-}
-
-fn uncompressed_limit_message(max: u64) -> String {
-    format!("the package's content exceeds the maximum uncompressed size of {max} bytes")
-}
-
-/// Turn an error from the gzip/tar layers into a package error, keeping limit violations.
-fn read_error(error: io::Error) -> PackageError {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
-    while let Some(e) = current {
-        if let Some(limit) = e.downcast_ref::<LimitExceeded>() {
-            return PackageError::Limit(limit.0.clone());
-        }
-        current = match e.downcast_ref::<io::Error>() {
-            Some(io) => io.get_ref().map(|e| e as _),
-            None => e.source(),
-        };
-    }
-    if super::gzip::is_wrong_file_type(&error) {
-        return PackageError::invalid(super::WRONG_FILE_TYPE);
-    }
-    PackageError::invalid(format!("the package data is corrupt: {error}"))
-}
-
-/// Counts and hashes the raw package bytes, and bounds their number.
-struct CountingReader<R> {
-    inner: R,
-    sha1: Sha1,
-    size: u64,
-    max_size: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha1.update(&buf[..n]);
-        self.size += n as u64;
-        if self.size > self.max_size {
-            return Err(limit_io_error(format!(
-                "the package is larger than the maximum package size of {} bytes",
-                self.max_size
-            )));
-        }
-        Ok(n)
-    }
 }

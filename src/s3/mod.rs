@@ -11,7 +11,9 @@ the reader resumes from where it stopped with a ranged request.
 */
 
 mod location;
+mod reader;
 pub use location::{S3Location, parse_store};
+pub use reader::ObjectReader;
 
 use rusty_s3::actions::{
     CompleteMultipartUpload, CreateMultipartUpload, DeleteObject, GetObject, ListObjectsV2,
@@ -459,71 +461,4 @@ fn read_limited(
         return Err(S3Error::Refused(format!("{what}: larger than {max} bytes")));
     }
     Ok(bytes)
-}
-
-/// Bytes of an object read with ranged GETs; a cut answer is resumed, a lost store is an error.
-pub struct ObjectReader {
-    store: std::sync::Arc<ObjectStore>,
-    key: String,
-    position: u64,
-    end: u64,
-    body: Option<ureq::BodyReader<'static>>,
-}
-
-impl ObjectReader {
-    /// Send the first request now (else the first read does).
-    pub fn open(&mut self) -> io::Result<()> {
-        let what = format!("GET {}", self.key);
-        let (key, position, end) = (self.key.clone(), self.position, self.end);
-        let store = self.store.clone();
-        let body = store
-            .retry(&what, || {
-                let url =
-                    GetObject::new(&store.bucket, Some(&store.credentials), &key).sign(SIGNED_FOR);
-                let response = store
-                    .agent
-                    .get(url.as_str())
-                    .header("Range", format!("bytes={position}-{}", end - 1))
-                    .call()
-                    .map_err(|e| ObjectStore::network(&what, e))?;
-                ObjectStore::check(response.status().as_u16(), &what)?;
-                Ok(response.into_body().into_reader())
-            })
-            .map_err(|e| io::Error::other(e.to_string()))?;
-        self.body = Some(body);
-        Ok(())
-    }
-}
-
-impl Read for ObjectReader {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        if self.position >= self.end || out.is_empty() {
-            return Ok(0);
-        }
-        let want = out
-            .len()
-            .min((self.end - self.position).min(usize::MAX as u64) as usize);
-        for _ in 0..ATTEMPTS {
-            if self.body.is_none() {
-                self.open()?;
-            }
-            let Some(body) = self.body.as_mut() else {
-                continue;
-            };
-            match body.read(&mut out[..want]) {
-                Ok(0) | Err(_) => {
-                    // Cut short (or the connection failed): resume from here.
-                    self.body = None;
-                }
-                Ok(n) => {
-                    self.position += n as u64;
-                    return Ok(n);
-                }
-            }
-        }
-        Err(io::Error::other(format!(
-            "GET {}: the answer kept ending at byte {} of {}",
-            self.key, self.position, self.end
-        )))
-    }
 }

@@ -10,8 +10,8 @@ and uploads without any state; `-1` is the `All` metacategory.
 */
 
 use super::{Session, base_url, session_filter, session_of, with_session};
-use crate::http::routes::State;
 use crate::http::serve::{self, Gone};
+use crate::http::state::State;
 use crate::http::{Body, Request, Response};
 use crate::package::abi;
 use crate::package::digest::to_hex;

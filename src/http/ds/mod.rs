@@ -25,7 +25,7 @@ pub use apps::{
 };
 pub use upload::upload;
 
-use super::routes::State;
+use super::state::State;
 use super::{Request, Response};
 use crate::package::abi;
 use crate::package::digest::to_hex;

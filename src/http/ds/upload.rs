@@ -10,7 +10,7 @@ Basic authentication must carry it as the password (the Deployment Server took a
 use super::same_secret;
 use crate::console::Event;
 use crate::http::multipart::{self, Multipart};
-use crate::http::routes::State;
+use crate::http::state::State;
 use crate::http::upload::{Received, receive_body, too_large};
 use crate::http::{Request, Response};
 use crate::store::extras::{MAX_FIELD, UploadExtras};

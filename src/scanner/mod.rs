@@ -26,17 +26,20 @@ use crate::console::{Event, Line};
 use crate::fsutil::{Dir, FileKind, FileStat, stat_file};
 use crate::package::WRONG_FILE_TYPE;
 use crate::store::{InstallError, REJECTED_DIR, Store, UploadOutcome};
-use polling::{Event as PollEvent, Events, Poller};
+mod rejected;
+mod watch;
+use polling::{Events, Poller};
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+pub use watch::ignore_lease_signals;
+use watch::{Lease, Watcher, lease};
 
 /// A file must be this long without modification before we take it.
 const QUIET_TIME: Duration = Duration::from_millis(200);
@@ -50,7 +53,6 @@ const RETRY_AFTER_SERVER_FAULT: Duration = Duration::from_secs(60);
 pub const MAX_REJECTED: usize = 100;
 /// Other names tried when `upload/rejected` is not a directory of ours.
 const REJECTED_ALTERNATIVES: usize = 9;
-const INOTIFY_KEY: usize = 1;
 
 pub struct Scanner {
     poller: Arc<Poller>,
@@ -106,7 +108,7 @@ fn run(
         folders.scan(store);
     }
     if let Some(w) = watcher {
-        let _ = poller.delete(&w.fd);
+        w.unregister(poller);
     }
 }
 
@@ -375,115 +377,6 @@ impl Folders {
         }
     }
 
-    /// Move a rejected upload to `upload/rejected/` (never overwriting an earlier one), then
-    /// say why. A file that cannot be moved stays, and is not looked at until it changes.
-    fn reject(
-        &mut self,
-        store: &Store,
-        upload: &Dir,
-        name: &OsStr,
-        stat: &FileStat,
-        reason: String,
-    ) {
-        let shown = name.to_string_lossy().into_owned();
-        let moved = self.move_to_rejected(store, upload, name, stat);
-        let failed = Event::Failed {
-            file: shown.clone(),
-            reason,
-        };
-        match &moved {
-            Ok(place) => {
-                let kept = Event::Kept {
-                    file: shown.clone(),
-                    place: place.clone(),
-                };
-                store
-                    .console
-                    .lines(&[Line::Event(&failed), Line::Event(&kept)]);
-            }
-            Err(_) => store.console.event(&failed),
-        }
-        if let Err(problem) = moved {
-            store.console.event(&Event::Failed {
-                file: shown,
-                reason: format!("could not move it to {REJECTED_DIR}/: {problem}; it stays"),
-            });
-            self.remember(name, stat, None);
-        }
-    }
-
-    fn move_to_rejected(
-        &mut self,
-        store: &Store,
-        upload: &Dir,
-        name: &OsStr,
-        stat: &FileStat,
-    ) -> Result<String, String> {
-        let (rejected, folder) = self.open_rejected(store, upload)?;
-        if !upload
-            .stat(name)
-            .ok()
-            .flatten()
-            .is_some_and(|s| s.same_file(stat))
-        {
-            return Err("it changed meanwhile".into());
-        }
-        let mut last_error = String::new();
-        for target in rejected_names(name) {
-            match upload.rename_to(name, &rejected, &target) {
-                Ok(()) => {
-                    prune_rejected(store, &rejected);
-                    return Ok(format!("upload/{folder}/{}", target.to_string_lossy()));
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EEXIST) | Some(libc::ENAMETOOLONG)
-                    ) =>
-                {
-                    last_error = e.to_string();
-                }
-                Err(e) => return Err(e.to_string()),
-            }
-        }
-        Err(format!("no free name ({last_error})"))
-    }
-
-    /// `upload/rejected/`, created and opened by us; when something else is in the way, the
-    /// first of `rejected.1` ... that works (said once).
-    fn open_rejected(&mut self, store: &Store, upload: &Dir) -> Result<(Dir, String), String> {
-        let mut problem = None;
-        for n in 0..=REJECTED_ALTERNATIVES {
-            let name = match n {
-                0 => REJECTED_DIR.to_string(),
-                n => format!("{REJECTED_DIR}.{n}"),
-            };
-            match upload.open_dir(&name, true) {
-                Ok(dir) => {
-                    if let Some(problem) = problem {
-                        self.report_once(
-                            store,
-                            &format!("upload/{REJECTED_DIR}"),
-                            format!("{problem}: rejected files go to upload/{name}/"),
-                        );
-                    }
-                    return Ok((dir, name));
-                }
-                Err(e) => {
-                    problem.get_or_insert_with(|| {
-                        match upload.stat(OsStr::new(REJECTED_DIR)).ok().flatten() {
-                            Some(stat) if stat.kind != FileKind::Directory => {
-                                format!("upload/{REJECTED_DIR} is {}", stat.kind.describe())
-                            }
-                            _ => format!("upload/{REJECTED_DIR} cannot be opened: {e}"),
-                        }
-                    });
-                }
-            }
-        }
-        Err(problem.unwrap_or_default())
-    }
-
     fn scan_removals(&mut self, store: &Store) {
         let Some(remove) = self.open_folder(store, &store.remove_dir) else {
             return;
@@ -523,42 +416,6 @@ fn candidates(dir: &Dir) -> Vec<OsString> {
         .collect()
 }
 
-/// `name`, then `name.1`, `name.2`, ..., shortened where needed to fit a file name (255 bytes).
-fn rejected_names(name: &OsStr) -> impl Iterator<Item = OsString> + '_ {
-    std::iter::once(name.to_os_string()).chain((1..1000).map(move |n| {
-        let suffix = format!(".{n}");
-        let mut base = name.as_bytes().to_vec();
-        base.truncate(255 - suffix.len());
-        base.extend_from_slice(suffix.as_bytes());
-        OsString::from_vec(base)
-    }))
-}
-
-/// Keep the newest `MAX_REJECTED` files in `rejected`, dropping the oldest with a line each.
-fn prune_rejected(store: &Store, rejected: &Dir) {
-    let names = rejected.names().unwrap_or_default();
-    if names.len() <= MAX_REJECTED {
-        return;
-    }
-    let mut files: Vec<(i128, OsString)> = names
-        .into_iter()
-        .filter_map(|n| {
-            let stat = rejected.stat(&n).ok().flatten()?;
-            (stat.kind != FileKind::Directory).then_some((stat.ctime_ns, n))
-        })
-        .collect();
-    files.sort();
-    let excess = files.len().saturating_sub(MAX_REJECTED);
-    for (_, name) in files.into_iter().take(excess) {
-        if rejected.remove(&name).is_ok() {
-            store.console.event(&Event::Dropped {
-                file: format!("{REJECTED_DIR}/{}", name.to_string_lossy()),
-                reason: format!("only the newest {MAX_REJECTED} rejected files are kept"),
-            });
-        }
-    }
-}
-
 /// The first bytes of `file` in hex, as Qt's message shows them.
 fn first_bytes_hex(file: &File) -> String {
     use std::os::unix::fs::FileExt;
@@ -577,84 +434,4 @@ fn display_path(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// What a read lease says about writers.
-enum Lease {
-    /// Nobody has the file open for writing.
-    Free,
-    /// Someone does.
-    Busy,
-    /// No lease could be taken (not our file and no `CAP_LEASE`, or no lease support).
-    Unavailable,
-}
-
-fn lease(file: &File) -> Lease {
-    match set_lease(file, libc::F_RDLCK) {
-        Ok(()) => {
-            let _ = set_lease(file, libc::F_UNLCK);
-            Lease::Free
-        }
-        Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => Lease::Busy,
-        Err(_) => Lease::Unavailable,
-    }
-}
-
-/// Take (`F_RDLCK`) or release (`F_UNLCK`) a lease on `file`. Neither rustix nor std offers
-/// `F_SETLEASE`.
-fn set_lease(file: &File, kind: libc::c_int) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor that `file` keeps open for the call; F_SETLEASE takes one
-    // int argument and touches no memory of ours.
-    let result = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLEASE, kind) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Handle SIGIO: a writer opening a file while we hold a lease for an instant would otherwise
-/// send us the lease-break signal, whose default action ends the process. The handler only
-/// sets a flag nobody reads.
-pub fn ignore_lease_signals() {
-    let seen = Arc::new(AtomicBool::new(false));
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGIO, seen);
-}
-
-/// An inotify descriptor registered with the poller.
-struct Watcher {
-    fd: OwnedFd,
-}
-
-impl Watcher {
-    fn new(poller: &Poller, dirs: &[&Path]) -> Option<Watcher> {
-        use rustix::fs::inotify::{CreateFlags, init};
-        let fd = init(CreateFlags::NONBLOCK | CreateFlags::CLOEXEC).ok()?;
-        let mut watcher = Watcher { fd };
-        watcher.watch_again(dirs);
-        // SAFETY: the descriptor stays open until after it is removed from the poller (drop).
-        unsafe { poller.add(watcher.fd.as_raw_fd(), PollEvent::readable(INOTIFY_KEY)) }.ok()?;
-        Some(watcher)
-    }
-
-    /// (Re-)add the watches; for an unchanged folder this is a no-op.
-    fn watch_again(&mut self, dirs: &[&Path]) {
-        use rustix::fs::inotify::{WatchFlags, add_watch};
-        let mask = WatchFlags::CLOSE_WRITE
-            | WatchFlags::MOVED_TO
-            | WatchFlags::CREATE
-            | WatchFlags::MODIFY
-            | WatchFlags::ATTRIB
-            | WatchFlags::DONT_FOLLOW;
-        for dir in dirs {
-            let _ = add_watch(&self.fd, *dir, mask);
-        }
-    }
-
-    /// Read all pending events (we rescan anyway) and re-arm the oneshot registration.
-    fn drain(&mut self, poller: &Poller) {
-        let mut buffer = [0u8; 4096];
-        while rustix::io::read(&self.fd, &mut buffer).is_ok_and(|n| n > 0) {}
-        let _ = poller.modify(&self.fd, PollEvent::readable(INOTIFY_KEY));
-    }
 }
