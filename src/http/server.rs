@@ -130,7 +130,12 @@ impl tiny_http::Handler for App {
                 let response = catch_unwind(AssertUnwindSafe(|| handle(&mut ours, &self.state)))
                     .unwrap_or_else(|_| Response::status(500, "Internal Server Error"));
                 let response = response.for_range(&ours.headers);
-                super::bodies::open_objects(response, &self.console)
+                // A HEAD sends no body: nothing to fetch.
+                if ours.method == Method::Head {
+                    response
+                } else {
+                    super::bodies::open_objects(response, &self.console)
+                }
             }
             Err(response) => response,
         };
