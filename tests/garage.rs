@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 /// Where `make garage` puts the binary, unless `AMPS_GARAGE` names another.
 pub fn garage_binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("AMPS_GARAGE") {
-        return Some(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return path.exists().then_some(path);
     }
     let home = std::env::var_os("HOME")?;
     let path = Path::new(&home).join(".cache/amps-garage/bin/garage");

@@ -145,7 +145,7 @@ impl tiny_http::Handler for App {
                 iso8601_utc_millis(started.1),
                 request.remote_addr(),
                 request.method(),
-                request.url()
+                without_passwords(request.url())
             )
         });
         let (status, note) = (response.status, response.log_note.clone());
@@ -219,8 +219,8 @@ impl tiny_http::Handler for App {
                 .checked_sub(rejection.elapsed)
                 .unwrap_or(UNIX_EPOCH);
             let (method, target) = match rejection.request {
-                Some((method, target)) => (method.to_string(), target),
-                None => ("-".to_string(), "-"),
+                Some((method, target)) => (method.to_string(), without_passwords(target)),
+                None => ("-".to_string(), "-".into()),
             };
             let line = format!(
                 "{} {client} {method} {target} {} 0 bytes {:.1} ms refused: {}",
@@ -264,6 +264,28 @@ impl App {
         };
         self.console.heading(&line);
     }
+}
+
+/// `target` with the value of every `password` parameter replaced (the Deployment Server's
+/// `/login` sends it in the query, and with an upload token set it is the token).
+fn without_passwords(target: &str) -> std::borrow::Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return std::borrow::Cow::Borrowed(target);
+    };
+    if !query.split('&').any(|p| p.starts_with("password=")) {
+        return std::borrow::Cow::Borrowed(target);
+    }
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|p| {
+            if p.starts_with("password=") {
+                "password=-"
+            } else {
+                p
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{path}?{}", query.join("&")))
 }
 
 /// `time` as ISO 8601 in UTC with milliseconds: `2026-12-01T11:05:50.123Z`.
@@ -371,6 +393,18 @@ fn read_form(body: &mut dyn Read, announced: Option<u64>) -> Result<Vec<u8>, Res
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn passwords_stay_out_of_the_request_log() {
+        assert_eq!(
+            without_passwords("/login?username=t&password=secret&imei=1"),
+            "/login?username=t&password=-&imei=1"
+        );
+        assert_eq!(
+            without_passwords("/hello?project-id=P"),
+            "/hello?project-id=P"
+        );
+    }
 
     #[test]
     fn formats_iso_8601_utc() {
