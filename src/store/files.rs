@@ -17,6 +17,13 @@ impl Entry {
     /// Open the package file (never through a link), checking it is still the file this entry
     /// describes.
     pub fn open(&self) -> io::Result<File> {
+        if self.remote.is_some() {
+            // Its `path` is only a name: the package is an object (`reader`).
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "the package is in the object store",
+            ));
+        }
         let file = File::options()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
