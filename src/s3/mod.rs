@@ -185,17 +185,7 @@ impl ObjectStore {
 
     /// Store `bytes` as `name`.
     pub fn put(&self, name: &str, bytes: &[u8]) -> Result<(), S3Error> {
-        let key = self.key(name);
-        let what = format!("PUT {key}");
-        self.retry(&what, || {
-            let url = PutObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let response = self
-                .agent
-                .put(url.as_str())
-                .send(bytes)
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)
-        })
+        self.put_with_etag(name, bytes).map(|_| ())
     }
 
     /// Store `bytes` as `name`; the object's ETag when the store says it.

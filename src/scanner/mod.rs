@@ -173,12 +173,7 @@ impl Folders {
         while self.uploads(store, Pass::Count) > 0 && Instant::now() < deadline {
             std::thread::sleep(QUIET_TIME / 4);
         }
-        self.uploads(store, Pass::Process);
-        self.scan_removals(store);
-        store
-            .counters
-            .scanner_passes
-            .fetch_add(1, Ordering::Relaxed);
+        self.scan(store);
     }
 
     /// Leave `name` (as `stat` shows it) alone while it is unchanged, until `retry_at` if given.

@@ -164,14 +164,8 @@ fn emit_double(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{YamlLimits, parse_documents};
+    use super::super::tests::parse_one;
     use super::*;
-
-    fn parse_one(text: &str) -> Node {
-        let mut docs = parse_documents(text, &YamlLimits::default()).unwrap();
-        assert_eq!(docs.len(), 1);
-        docs.remove(0)
-    }
 
     #[test]
     fn long_keys_are_emitted_as_explicit_keys() {

@@ -363,10 +363,10 @@ fn looks_like_float(text: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn parse_one(text: &str) -> Node {
+    pub(super) fn parse_one(text: &str) -> Node {
         let mut docs = parse_documents(text, &YamlLimits::default()).unwrap();
         assert_eq!(docs.len(), 1);
         docs.remove(0)
