@@ -263,6 +263,9 @@ impl Store {
 
     /// One poll of the object store: apply what other replicas changed.
     pub fn poll_remote(&self, remote: &Remote) {
+        // What we knew before listing: a record this replica writes while the listing is made
+        // is not in it, and must not be taken for one another replica removed.
+        let known = remote.known_mut().clone();
         let listed = match remote.objects.list(INDEX) {
             Ok(listed) => listed,
             Err(e) => return self.remote_failing(remote, &e),
@@ -270,7 +273,6 @@ impl Store {
         self.remote_back(remote);
         let current: HashMap<String, String> =
             listed.into_iter().map(|o| (o.name, o.etag)).collect();
-        let known = remote.known_mut().clone();
         for (name, etag) in &current {
             if known.get(name) == Some(etag) {
                 continue;
@@ -281,8 +283,8 @@ impl Store {
                 Err(e) => return self.remote_failing(remote, &e),
             }
         }
-        for name in known.keys().filter(|n| !current.contains_key(*n)) {
-            self.forget_remote(remote, name);
+        for (name, etag) in known.iter().filter(|(n, _)| !current.contains_key(*n)) {
+            self.forget_remote(remote, name, etag);
         }
         self.collect_doomed(remote);
     }
@@ -312,12 +314,17 @@ impl Store {
         }
     }
 
-    fn forget_remote(&self, remote: &Remote, name: &str) {
+    /// Drop the package of record `name`, gone from the listing, unless this replica wrote
+    /// it again meanwhile (its ETag is no longer the one we knew, `etag`).
+    fn forget_remote(&self, remote: &Remote, name: &str, etag: &str) {
         let file_name = name
             .strip_prefix(INDEX)
             .and_then(|n| n.strip_suffix(".json"))
             .unwrap_or(name);
         let changing = self.mutation();
+        if remote.known_mut().get(name).is_none_or(|now| now != etag) {
+            return;
+        }
         let gone = self
             .index()
             .all()
