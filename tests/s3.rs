@@ -162,19 +162,31 @@ fn a_lost_storage_node_fails_no_download() {
     };
     let dir = tempfile::tempdir().unwrap();
     let a = replica(&garage, &dir.path().join("a"), "lost", 0, &[]);
+    // B talks to the node that is killed, and to another one when that one does not answer.
+    let endpoints = format!("{},{}", garage.endpoint(2), garage.endpoint(1));
+    let b = replica(
+        &garage,
+        &dir.path().join("b"),
+        "lost",
+        2,
+        &[&"--s3-endpoint", &endpoints],
+    );
     let file = package(dir.path(), "io.example.lost", 4 << 20);
     let bytes = std::fs::read(&file).unwrap();
     assert_eq!(a.upload(&file)["status"], "ok");
+    wait_until("B listing the package", || ids(&b) == ["io.example.lost"]);
     for round in 0..12 {
         if round == 3 {
             garage.kill_node(2);
         }
-        let download = a.get("/package/download?id=io.example.lost");
-        assert_eq!(download.status, 200, "round {round}");
-        assert!(
-            download.body == bytes,
-            "round {round}: the download differs"
-        );
+        for server in [&a, &b] {
+            let download = server.get("/package/download?id=io.example.lost");
+            assert_eq!(download.status, 200, "round {round}");
+            assert!(
+                download.body == bytes,
+                "round {round}: the download differs"
+            );
+        }
     }
 }
 

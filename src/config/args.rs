@@ -51,7 +51,9 @@ Options:
   --store s3://<bucket>/<prefix>
                                 Keep packages in S3-compatible object storage, shared by any
                                 number of servers (default: the data directory).
-  --s3-endpoint <url>           The object store's endpoint (else AWS_ENDPOINT_URL, else AWS).
+  --s3-endpoint <urls>          The object store's endpoint, or several (comma-separated): a
+                                request one does not answer goes to the next (else
+                                AWS_ENDPOINT_URL, else AWS).
   --s3-region <region>          Its region (else AWS_REGION or AWS_DEFAULT_REGION, else
                                 us-east-1).
   --s3-path-style               Path-style addressing (the default with --s3-endpoint).

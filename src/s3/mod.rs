@@ -5,7 +5,7 @@ requests are signed by `rusty-s3` (SigV4 as presigned URLs, sans I/O) and sent b
 
 The object store failing or slow is a server fault, never a client's: each call has timeouts
 (connect 3 s, no progress for 10 s), 5xx answers and network errors are retried up to
-`ATTEMPTS` times with a growing pause, and what is left is `S3Error::Unavailable` (the routes
+`ATTEMPTS` times with a growing pause (at the next endpoint, when several are configured), and what is left is `S3Error::Unavailable` (the routes
 answer 503). A 200 body cut short (a storage node down mid-answer) is noticed by its length and
 the reader resumes from where it stopped with a ranged request.
 */
@@ -79,7 +79,9 @@ pub struct Listed {
 
 /// The object store of `--store s3://...`.
 pub struct ObjectStore {
-    bucket: Bucket,
+    /// One per endpoint: a request that cannot reach one goes to the next.
+    buckets: Vec<Bucket>,
+    current: std::sync::atomic::AtomicUsize,
     credentials: Credentials,
     prefix: String,
     agent: ureq::Agent,
@@ -93,17 +95,15 @@ impl ObjectStore {
         } else {
             UrlStyle::VirtualHost
         };
-        let endpoint = location
-            .endpoint
-            .parse()
-            .map_err(|e| format!("the S3 endpoint {} is not a URL: {e}", location.endpoint))?;
-        let bucket = Bucket::new(
-            endpoint,
-            style,
-            location.bucket.clone(),
-            location.region.clone(),
-        )
-        .map_err(|e| format!("the S3 endpoint {} cannot be used: {e}", location.endpoint))?;
+        let mut buckets = Vec::new();
+        for endpoint in location.endpoint.split(',').map(str::trim) {
+            let url = endpoint
+                .parse()
+                .map_err(|e| format!("the S3 endpoint {endpoint} is not a URL: {e}"))?;
+            let bucket = Bucket::new(url, style, location.bucket.clone(), location.region.clone())
+                .map_err(|e| format!("the S3 endpoint {endpoint} cannot be used: {e}"))?;
+            buckets.push(bucket);
+        }
         let credentials = match &location.session_token {
             Some(token) => Credentials::new_with_token(
                 location.access_key_id.clone(),
@@ -127,11 +127,26 @@ impl ObjectStore {
             .build()
             .into();
         Ok(ObjectStore {
-            bucket,
+            buckets,
+            current: std::sync::atomic::AtomicUsize::new(0),
             credentials,
             prefix: location.prefix.clone(),
             agent,
         })
+    }
+
+    /// The bucket at the endpoint in use.
+    fn bucket(&self) -> &Bucket {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.buckets[i % self.buckets.len()]
+    }
+
+    /// Use the next endpoint from now on (this one did not answer).
+    fn fail_over(&self) {
+        if self.buckets.len() > 1 {
+            self.current
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn key(&self, name: &str) -> String {
@@ -148,7 +163,10 @@ impl ObjectStore {
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
             match call() {
-                Err(S3Error::Unavailable(why)) => last = why,
+                Err(S3Error::Unavailable(why)) => {
+                    last = why;
+                    self.fail_over();
+                }
                 done => return done,
             }
             if attempt < ATTEMPTS {
@@ -193,7 +211,7 @@ impl ObjectStore {
         let key = self.key(name);
         let what = format!("PUT {key}");
         self.retry(&what, || {
-            let url = PutObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+            let url = PutObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
             let response = self
                 .agent
                 .put(url.as_str())
@@ -216,7 +234,7 @@ impl ObjectStore {
         let key = self.key(name);
         let what = format!("multipart upload of {key}");
         let upload_id = self.retry(&what, || {
-            let action = CreateMultipartUpload::new(&self.bucket, Some(&self.credentials), &key);
+            let action = CreateMultipartUpload::new(self.bucket(), Some(&self.credentials), &key);
             let url = action.sign(SIGNED_FOR);
             let mut response = self
                 .agent
@@ -242,7 +260,7 @@ impl ObjectStore {
         }
         self.retry(&what, || {
             let action = CompleteMultipartUpload::new(
-                &self.bucket,
+                self.bucket(),
                 Some(&self.credentials),
                 &key,
                 &upload_id,
@@ -273,10 +291,10 @@ impl ObjectStore {
         self.retry(&what, || {
             let url = match part {
                 None => {
-                    PutObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR)
+                    PutObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR)
                 }
                 Some((number, upload_id)) => UploadPart::new(
-                    &self.bucket,
+                    self.bucket(),
                     Some(&self.credentials),
                     &key,
                     number,
@@ -309,7 +327,7 @@ impl ObjectStore {
         let key = self.key(name);
         let what = format!("GET {key}");
         self.retry(&what, || {
-            let url = GetObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+            let url = GetObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
             let mut response = self
                 .agent
                 .get(url.as_str())
@@ -347,7 +365,7 @@ impl ObjectStore {
     /// A presigned URL to GET `name` for `valid` (for clients sent there directly).
     pub fn presigned_get(&self, name: &str, valid: Duration) -> String {
         let key = self.key(name);
-        GetObject::new(&self.bucket, Some(&self.credentials), &key)
+        GetObject::new(self.bucket(), Some(&self.credentials), &key)
             .sign(valid)
             .to_string()
     }
@@ -360,7 +378,7 @@ impl ObjectStore {
         let mut token: Option<String> = None;
         loop {
             let page = self.retry(&what, || {
-                let mut action = ListObjectsV2::new(&self.bucket, Some(&self.credentials));
+                let mut action = ListObjectsV2::new(self.bucket(), Some(&self.credentials));
                 action.with_prefix(full.as_str());
                 if let Some(token) = &token {
                     action.with_continuation_token(token.as_str());
@@ -402,7 +420,7 @@ impl ObjectStore {
         let what = format!("DELETE {key}");
         self.retry(&what, || {
             let url =
-                DeleteObject::new(&self.bucket, Some(&self.credentials), &key).sign(SIGNED_FOR);
+                DeleteObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
             let response = self
                 .agent
                 .delete(url.as_str())

@@ -26,7 +26,7 @@ impl ObjectReader {
         let body = store
             .retry(&what, || {
                 let url =
-                    GetObject::new(&store.bucket, Some(&store.credentials), &key).sign(SIGNED_FOR);
+                    GetObject::new(store.bucket(), Some(&store.credentials), &key).sign(SIGNED_FOR);
                 let response = store
                     .agent
                     .get(url.as_str())
