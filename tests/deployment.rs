@@ -237,6 +237,11 @@ fn each_documented_status() {
             "platform=NEPTUNE3&version=1&conflicts_tag=a:b:c",
             "malformed-tag",
         ),
+        // More than the 32 tags of each kind a session keeps.
+        (
+            "platform=NEPTUNE3&version=1&require_tag=t0,t1,t2,t3,t4,t5,t6,t7,t8,t9,t10,t11,t12,t13,t14,t15,t16,t17,t18,t19,t20,t21,t22,t23,t24,t25,t26,t27,t28,t29,t30,t31,t32",
+            "malformed-tag",
+        ),
         (
             "platform=NEPTUNE3&version=1&architecture=x86_64-little_endian-lp64-linux",
             "ok",
@@ -281,6 +286,14 @@ fn each_documented_status() {
     );
     let missing = c.json("/app/purchase?id=io.example.none&device_id=d");
     assert_eq!(missing["status"], "failed");
+    let long = c.json(&format!(
+        "/app/purchase?id=io.example.music&device_id={}",
+        "d".repeat(257)
+    ));
+    assert_eq!(
+        long,
+        json!({"status": "failed", "error": "device_id is too long"})
+    );
     let purchase = c.json("/app/purchase?id=io.example.music&device_id=device-7");
     assert_eq!(purchase["status"], "ok");
     let download = c.get(path_of(purchase["url"].as_str().unwrap()));

@@ -3,6 +3,7 @@
 //! so it is an outside test server only, never a dependency). Each cluster lives in its own
 //! temporary folder and is killed on drop.
 
+use crate::util::free_port;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,14 +24,6 @@ pub const REGION: &str = "garage";
 pub const BUCKET: &str = "amps";
 pub const KEY_ID: &str = "GK0123456789abcdef01234567";
 pub const SECRET: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One Garage node.
 struct Node {

@@ -402,11 +402,6 @@ impl Drop for Prometheus {
     }
 }
 
-fn free_port() -> u16 {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap().port()
-}
-
 fn start_prometheus(dir: &Path, target_port: u16) -> Prometheus {
     let config = dir.join("prometheus.yml");
     std::fs::write(

@@ -1,7 +1,9 @@
 //! The README's curl examples, run verbatim (but for the port) against the real server with
 //! the sample package `make run` installs.
 
-use crate::util::{Server, create, elf_header, make_package_with, read, sample_source, skip};
+use crate::util::{
+    Server, create, elf_header, free_port, make_package_with, read, sample_source, skip,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -213,14 +215,6 @@ fn project_folder() -> tempfile::TempDir {
         std::os::unix::fs::symlink(root.join(name), dir.path().join(name)).unwrap();
     }
     dir
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Run a README block verbatim in `dir` (its port replaced by a free one); its output.

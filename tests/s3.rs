@@ -364,6 +364,33 @@ fn credentials_stay_private_and_downloads_can_redirect() {
     }
 }
 
+/// A removed package's object goes after its minute of grace (`make test-long`: it waits).
+#[test]
+#[ignore = "waits a minute: make test-long"]
+fn a_removed_package_object_goes_after_its_grace() {
+    let Some(garage) = Garage::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&garage, &dir.path().join("a"), "grace", 0, &[]);
+    let kept = package(dir.path(), "io.example.kept", 1000);
+    let gone = package(dir.path(), "io.example.gone", 1000);
+    for p in [&kept, &gone] {
+        assert_eq!(a.upload(p)["status"], "ok");
+    }
+    let client = garage.client("grace/");
+    assert_eq!(client.list("packages/").unwrap().len(), 2);
+    let removed = a.post_form("/package/remove", "id=io.example.gone");
+    assert_eq!(removed.json()["removed"], 1);
+    // Still there for downloads under way, then gone; the other one stays.
+    assert_eq!(client.list("packages/").unwrap().len(), 2);
+    wait_until("the removed package's object deleted", || {
+        client.list("packages/").unwrap().len() == 1
+    });
+    assert_eq!(ids(&a), ["io.example.kept"]);
+    assert_eq!(a.get("/package/download?id=io.example.kept").status, 200);
+}
+
 /// `make bench-s3`: the figures of the S3 store (release binaries through `AMPS_BIN_DIR`).
 #[test]
 #[ignore]

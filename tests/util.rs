@@ -927,3 +927,9 @@ pub fn wait_until(what: &str, check: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A TCP port free on loopback now (for a server of another program that we start).
+pub fn free_port() -> u16 {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap().port()
+}

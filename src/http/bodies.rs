@@ -19,18 +19,17 @@ pub fn into_tiny_http(response: Response) -> tiny_http::Response {
             tail,
             range,
         } => {
-            let (first, last) = range.unwrap_or((0, (length + tail.len()).saturating_sub(1)));
-            let empty = length + tail.len() == 0;
+            let (first, count) = span(length, &tail, range);
             tiny_http::ResponseBody::Stream(Box::new(FileBody {
                 file,
                 file_length: length,
                 tail,
                 first,
-                count: if empty { 0 } else { last - first + 1 },
+                count,
             }))
         }
         Body::Object(part) => {
-            let (first, count) = object_span(part.length, &part.tail, part.range);
+            let (first, count) = span(part.length, &part.tail, part.range);
             let ObjectPart {
                 object,
                 length,
@@ -88,13 +87,8 @@ impl tiny_http::StreamBody for FileBody {
     /// copy through user space (safe because package files are never changed in place, only
     /// replaced); TLS must read it to encrypt it.
     fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
-        let end = self.first + self.count;
-        let file_length = self.file_length;
-        let (start, length) = (
-            self.first.min(file_length),
-            end.min(file_length) - self.first.min(file_length),
-        );
-        let in_tail = self.first.max(file_length) - file_length..end.max(file_length) - file_length;
+        let (in_file, in_tail) = split(self.first, self.count, self.file_length);
+        let (start, length) = (in_file.start, in_file.end - in_file.start);
         rustix::net::sockopt::set_tcp_cork(out.tcp(), true)?;
         let sent = out
             .write_all(head)
@@ -125,10 +119,7 @@ impl tiny_http::StreamBody for ObjectBody {
     }
 
     fn send(self: Box<Self>, head: &[u8], out: &mut tiny_http::Transport) -> io::Result<()> {
-        let end = self.first + self.count;
-        let in_object = self.first.min(self.object_length)..end.min(self.object_length);
-        let in_tail = self.first.max(self.object_length) - self.object_length
-            ..end.max(self.object_length) - self.object_length;
+        let (in_object, in_tail) = split(self.first, self.count, self.object_length);
         out.write_all(head)?;
         if let Some(mut reader) = self.reader {
             let copied = io::copy(&mut reader, out)?;
@@ -143,13 +134,23 @@ impl tiny_http::StreamBody for ObjectBody {
     }
 }
 
-/// The first byte and byte count an object body sends.
-fn object_span(length: u64, tail: &super::Tail, range: Option<(u64, u64)>) -> (u64, u64) {
-    let total = length + tail.len();
+/// The first byte and the byte count a body of `length` bytes (of a file or an object) and
+/// `tail` sends: `range` only, when set.
+fn span(length: u64, tail: &super::Tail, range: Option<(u64, u64)>) -> (u64, u64) {
     match range {
         Some((first, last)) => (first, last - first + 1),
-        None => (0, total),
+        None => (0, length + tail.len()),
     }
+}
+
+/// `count` bytes from `first` of a body whose first `length` bytes come from a file or an
+/// object: the part in it, and the part in the tail (offsets within the tail).
+fn split(first: u64, count: u64, length: u64) -> (std::ops::Range<u64>, std::ops::Range<u64>) {
+    let end = first + count;
+    (
+        first.min(length)..end.min(length),
+        first.max(length) - length..end.max(length) - length,
+    )
 }
 
 /// A reader of the object's part of `count` bytes from `first`, if any.
@@ -170,7 +171,7 @@ pub fn open_objects(mut response: Response, console: &crate::console::Console) -
     let Body::Object(part) = &mut response.body else {
         return response;
     };
-    let (first, count) = object_span(part.length, &part.tail, part.range);
+    let (first, count) = span(part.length, &part.tail, part.range);
     let Some(mut reader) = object_reader(&part.object, part.length, first, count) else {
         return response;
     };

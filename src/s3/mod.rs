@@ -187,6 +187,16 @@ impl ObjectStore {
         }
     }
 
+    /// One try's answer: the response when it is a 2xx, else the error it means.
+    fn answered(
+        what: &str,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>, S3Error> {
+        let response = sent.map_err(|e| Self::network(what, e))?;
+        Self::check(response.status().as_u16(), what)?;
+        Ok(response)
+    }
+
     /// A network error in words that never carry a signed URL (its query names the access
     /// key): credentials stay off the console.
     fn network(what: &str, error: ureq::Error) -> S3Error {
@@ -212,17 +222,8 @@ impl ObjectStore {
         let what = format!("PUT {key}");
         self.retry(&what, || {
             let url = PutObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let response = self
-                .agent
-                .put(url.as_str())
-                .send(bytes)
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)?;
-            Ok(response
-                .headers()
-                .get("ETag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string))
+            let response = Self::answered(&what, self.agent.put(url.as_str()).send(bytes))?;
+            Ok(etag_of(&response))
         })
     }
 
@@ -236,12 +237,7 @@ impl ObjectStore {
         let upload_id = self.retry(&what, || {
             let action = CreateMultipartUpload::new(self.bucket(), Some(&self.credentials), &key);
             let url = action.sign(SIGNED_FOR);
-            let mut response = self
-                .agent
-                .post(url.as_str())
-                .send_empty()
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)?;
+            let mut response = Self::answered(&what, self.agent.post(url.as_str()).send_empty())?;
             let body = read_limited(&mut response, MAX_LISTING, &what)?;
             CreateMultipartUpload::parse_response(&body)
                 .map(|r| r.upload_id().to_string())
@@ -268,12 +264,7 @@ impl ObjectStore {
             );
             let url = action.sign(SIGNED_FOR);
             let body = action.body();
-            let response = self
-                .agent
-                .post(url.as_str())
-                .send(body.as_bytes())
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)
+            Self::answered(&what, self.agent.post(url.as_str()).send(body.as_bytes())).map(|_| ())
         })
     }
 
@@ -307,18 +298,14 @@ impl ObjectStore {
                 .seek(io::SeekFrom::Start(start))
                 .map_err(|e| S3Error::Unavailable(format!("{what}: reading the upload: {e}")))?;
             let mut body = source.take(end - start);
-            let response = self
-                .agent
-                .put(url.as_str())
-                .header("Content-Length", (end - start).to_string())
-                .send(ureq::SendBody::from_reader(&mut body))
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)?;
-            Ok(response
-                .headers()
-                .get("ETag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string))
+            let response = Self::answered(
+                &what,
+                self.agent
+                    .put(url.as_str())
+                    .header("Content-Length", (end - start).to_string())
+                    .send(ureq::SendBody::from_reader(&mut body)),
+            )?;
+            Ok(etag_of(&response))
         })
     }
 
@@ -328,12 +315,7 @@ impl ObjectStore {
         let what = format!("GET {key}");
         self.retry(&what, || {
             let url = GetObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let mut response = self
-                .agent
-                .get(url.as_str())
-                .call()
-                .map_err(|e| Self::network(&what, e))?;
-            Self::check(response.status().as_u16(), &what)?;
+            let mut response = Self::answered(&what, self.agent.get(url.as_str()).call())?;
             let expected = response
                 .headers()
                 .get("Content-Length")
@@ -384,12 +366,7 @@ impl ObjectStore {
                     action.with_continuation_token(token.as_str());
                 }
                 let url = action.sign(SIGNED_FOR);
-                let mut response = self
-                    .agent
-                    .get(url.as_str())
-                    .call()
-                    .map_err(|e| Self::network(&what, e))?;
-                Self::check(response.status().as_u16(), &what)?;
+                let mut response = Self::answered(&what, self.agent.get(url.as_str()).call())?;
                 let body = read_limited(&mut response, MAX_LISTING, &what)?;
                 ListObjectsV2::parse_response(&body)
                     .map_err(|e| S3Error::Unavailable(format!("{what}: {e}")))
@@ -421,17 +398,21 @@ impl ObjectStore {
         self.retry(&what, || {
             let url =
                 DeleteObject::new(self.bucket(), Some(&self.credentials), &key).sign(SIGNED_FOR);
-            let response = self
-                .agent
-                .delete(url.as_str())
-                .call()
-                .map_err(|e| Self::network(&what, e))?;
-            match Self::check(response.status().as_u16(), &what) {
-                Err(S3Error::NotFound) => Ok(()),
-                other => other,
+            match Self::answered(&what, self.agent.delete(url.as_str()).call()) {
+                Ok(_) | Err(S3Error::NotFound) => Ok(()),
+                Err(e) => Err(e),
             }
         })
     }
+}
+
+/// The `ETag` an answer carries, if any.
+fn etag_of(response: &ureq::http::Response<ureq::Body>) -> Option<String> {
+    response
+        .headers()
+        .get("ETag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 /// `text` with every URL query (a presigned request's credential and signature) cut out.
@@ -469,4 +450,23 @@ fn read_limited(
         return Err(S3Error::Refused(format!("{what}: larger than {max} bytes")));
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_queries_never_reach_a_message() {
+        let said = redact(
+            "http://127.0.0.1:3900/b/k?X-Amz-Credential=GK123%2Fx&X-Amz-Signature=abc: connection refused",
+        );
+        assert_eq!(
+            said,
+            "http://127.0.0.1:3900/b/k?<signed> connection refused"
+        );
+        let said = redact("GET http://h/k?X-Amz-Credential=GK1 failed (timeout)");
+        assert_eq!(said, "GET http://h/k?<signed> failed (timeout)");
+        assert!(!said.contains("GK1"));
+    }
 }

@@ -27,14 +27,11 @@ impl ObjectReader {
             .retry(&what, || {
                 let url =
                     GetObject::new(store.bucket(), Some(&store.credentials), &key).sign(SIGNED_FOR);
-                let response = store
-                    .agent
-                    .get(url.as_str())
-                    .header("Range", format!("bytes={position}-{}", end - 1))
-                    .call()
-                    .map_err(|e| ObjectStore::network(&what, e))?;
-                ObjectStore::check(response.status().as_u16(), &what)?;
-                Ok(response.into_body().into_reader())
+                let range = format!("bytes={position}-{}", end - 1);
+                let sent = store.agent.get(url.as_str()).header("Range", range).call();
+                Ok(ObjectStore::answered(&what, sent)?
+                    .into_body()
+                    .into_reader())
             })
             .map_err(|e| io::Error::other(e.to_string()))?;
         self.body = Some(body);

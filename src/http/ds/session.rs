@@ -119,6 +119,25 @@ mod tests {
         assert!(Session::from_cookies(Some(&forged), &key).is_none());
         assert!(Session::from_cookies(Some("sessionid=zz.zz"), &key).is_none());
         assert!(has_cookie(Some("sessionid=zz")));
+        // Expired: authentic, but past its time.
+        let old = serde_json::to_vec(&Session {
+            expires: 1,
+            ..session.clone()
+        })
+        .unwrap();
+        let payload = to_hex(&old);
+        let expired = format!(
+            "sessionid={payload}.{}",
+            key.mac(payload.as_bytes()).unwrap()
+        );
+        assert!(Session::from_cookies(Some(&expired), &key).is_none());
+        // Larger than MAX_COOKIE, even if authentic: not read.
+        let big = Session {
+            user: Some("u".repeat(MAX_COOKIE)),
+            ..session
+        };
+        let cookie = value(&big.set_cookie(&key));
+        assert!(Session::from_cookies(Some(&cookie), &key).is_none());
         assert!(!has_cookie(Some("other=1")));
     }
 }

@@ -510,11 +510,6 @@ mod tests {
                 .is_err()
         );
     }
-}
-
-#[cfg(test)]
-mod httparse_rules {
-    use super::*;
 
     #[test]
     fn every_visible_ascii_target_is_still_taken() {
